@@ -1,0 +1,83 @@
+import type { Command } from 'commander';
+import { getStatus, type StatusReport } from '../../ops/status.js';
+import { CommandContext } from '../context.js';
+import { age, count, table } from '../render.js';
+import { durationArg } from '../parsers.js';
+
+export function registerStatus(program: Command): void {
+  program
+    .command('status')
+    .description('one row per queue: depths, poison pills, limits, oldest waiting job; ledger counts')
+    .option('--watch [interval]', 'refresh until Ctrl-C (default every 2s)')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ effects status
+  $ effects status --json | jq '.queues[] | select(.poison > 0)'
+  $ effects status --watch 5s`,
+    )
+    .action(async (opts, command: Command) => {
+      const ctx = await CommandContext.from(command);
+      const runtime = ctx.runtime();
+      try {
+        if (opts.watch === undefined) {
+          const report = await getStatus(runtime);
+          ctx.json ? ctx.printJson(toJson(report)) : ctx.print(render(report, ctx));
+          return;
+        }
+        const everyMs = opts.watch === true ? 2000 : durationArg(opts.watch);
+        let stopped = false;
+        process.once('SIGINT', () => (stopped = true));
+        while (!stopped) {
+          const report = await getStatus(runtime);
+          if (ctx.json) ctx.printJson(toJson(report));
+          else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
+          await new Promise((resolve) => setTimeout(resolve, everyMs));
+        }
+      } finally {
+        await runtime.close();
+      }
+    });
+}
+
+/** The stable `status --json` shape of DESIGN.md, plus limits. */
+function toJson(report: StatusReport) {
+  return report;
+}
+
+function render(report: StatusReport, ctx: CommandContext): string {
+  const { chalk } = ctx;
+  if (report.queues.length === 0) {
+    return `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
+  }
+  const queues = table(
+    ['queue', 'waiting', 'active', 'delayed', 'failed', 'poison', 'completed', 'paused', 'limits', 'oldest waiting'],
+    report.queues.map((q) => [
+      q.name,
+      q.waiting,
+      q.active,
+      q.delayed,
+      count(q.failed, chalk),
+      count(q.poison, chalk, 'red'),
+      q.completed,
+      q.paused ? chalk.yellow('paused') : '-',
+      [
+        q.globalConcurrency ? `conc ${q.globalConcurrency}` : '',
+        q.rateLimit ? `${q.rateLimit.max}/${q.rateLimit.durationMs}ms` : '',
+      ]
+        .filter(Boolean)
+        .join(', ') || '-',
+      age(q.oldestWaitingMs),
+    ]),
+    chalk,
+  );
+  const ledger = report.ledger
+    ? table(
+        ['effect', 'pending', 'done', 'failed', 'discarded'],
+        report.ledger.map((l) => [l.effect, l.pending, l.done, count(l.failed, chalk, 'red'), l.discarded]),
+        chalk,
+      )
+    : chalk.dim('ledger: database not reachable or not migrated');
+  return `${queues}\n\n${ledger}`;
+}

@@ -1,0 +1,47 @@
+import { Command, Option } from 'commander';
+import { registerMigrate } from './commands/migrate.js';
+import { registerRebuild } from './commands/rebuild.js';
+import { registerScheduler } from './commands/scheduler.js';
+import { registerStatus } from './commands/status.js';
+import { registerWorker } from './commands/worker.js';
+
+export const VERSION = '0.1.0';
+
+/** The `effects` command tree. Each command lives in commands/ and only renders what the core returns. */
+export function buildProgram(setExitCode: (code: number) => void): Command {
+  const program = new Command('effects')
+    .description('Durable, queued side effects: run them, and see and fix what went wrong.')
+    .version(VERSION)
+    .exitOverride()
+    .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
+    .showSuggestionAfterError(true)
+    .addOption(new Option('--redis <url>', 'Redis URL').env('EFFECTS_REDIS_URL'))
+    .addOption(new Option('--db <url>', 'PostgreSQL URL of the ledger database').env('EFFECTS_DATABASE_URL'))
+    .addOption(new Option('--prefix <prefix>', 'BullMQ key prefix (default: effects)').env('EFFECTS_PREFIX'))
+    .addOption(new Option('--schema <schema>', 'PostgreSQL schema of the ledger (default: effects)').env('EFFECTS_SCHEMA'))
+    .addOption(new Option('--config <path>', 'config file (default: ./effects.config.{ts,mjs,js})').env('EFFECTS_CONFIG'))
+    .option('--json', 'machine-readable output on stdout, nothing else')
+    .option('--no-color', 'plain output (also NO_COLOR)')
+    .addHelpText(
+      'after',
+      `
+Sources, highest first: flag > environment (EFFECTS_REDIS_URL or REDIS_URL,
+EFFECTS_DATABASE_URL or DATABASE_URL, EFFECTS_PREFIX, EFFECTS_SCHEMA, EFFECTS_CONFIG)
+> config file > default (redis://127.0.0.1:6379, postgres://postgres@127.0.0.1:5432/postgres).
+
+Exit codes: 0 success, 1 runtime failure (e.g. Redis unreachable), 2 usage error.
+
+Examples:
+  $ effects migrate
+  $ effects worker --metrics-port 9464
+  $ effects status --json
+  $ effects rebuild --since 3h --dry-run`,
+    );
+
+  registerWorker(program, setExitCode);
+  registerScheduler(program, setExitCode);
+  registerStatus(program);
+  registerMigrate(program);
+  registerRebuild(program);
+  return program;
+}

@@ -1,0 +1,117 @@
+import { parseDuration } from '../core/duration.js';
+import type { BackoffSetting, EffectDefinition, EffectsConfig } from './types.js';
+
+export const DEFAULTS = {
+  redis: 'redis://127.0.0.1:6379',
+  database: 'postgres://postgres@127.0.0.1:5432/postgres',
+  prefix: 'effects',
+  schema: 'effects',
+  poisonThreshold: 5,
+  attempts: 10,
+  concurrency: 10,
+  backoffDelayMs: 1000,
+  backoffJitter: 0.5,
+  shutdownTimeoutMs: 30_000,
+  lockDurationMs: 30_000,
+  stalledIntervalMs: 30_000,
+  schedulerEveryMs: 3_600_000,
+  schedulerLookbackMs: 86_400_000,
+  completedAgeMs: 3_600_000,
+  failedAgeMs: 30 * 86_400_000,
+} as const;
+
+/** Flags every command accepts; they win over everything else. */
+export interface ConnectionFlags {
+  redis?: string;
+  db?: string;
+  prefix?: string;
+  schema?: string;
+}
+
+export interface ResolvedEffect {
+  name: string;
+  events: string[];
+  run: EffectDefinition['run'];
+  isNeeded?: EffectDefinition['isNeeded'];
+  attempts: number;
+  backoff: { type: 'exponential' | 'fixed'; delay: number; jitter: number };
+  concurrency: number;
+  globalConcurrency?: number;
+  rateLimit?: { max: number; durationMs: number };
+}
+
+/** Everything a process needs, with every default applied and every source merged. */
+export interface Settings {
+  redisUrl: string;
+  databaseUrl: string;
+  prefix: string;
+  schema: string;
+  poisonThreshold: number;
+  alertWebhook?: string;
+  effects: ResolvedEffect[];
+  worker: { shutdownTimeoutMs: number; lockDurationMs: number; stalledIntervalMs: number };
+  scheduler: { everyMs: number; lookbackMs: number };
+  retention: { completedAgeMs: number; failedAgeMs: number };
+}
+
+const toMs = (value: string | number | undefined, fallback: number, key: string) =>
+  value === undefined ? fallback : typeof value === 'number' ? value : parseDuration(value, key);
+
+function resolveBackoff(setting: BackoffSetting | undefined): ResolvedEffect['backoff'] {
+  if (setting === undefined || setting === 'exponential+jitter') {
+    return { type: 'exponential', delay: DEFAULTS.backoffDelayMs, jitter: DEFAULTS.backoffJitter };
+  }
+  if (typeof setting === 'string') return { type: setting, delay: DEFAULTS.backoffDelayMs, jitter: 0 };
+  return { type: setting.type, delay: setting.delay ?? DEFAULTS.backoffDelayMs, jitter: setting.jitter ?? 0 };
+}
+
+export function resolveEffect(definition: EffectDefinition): ResolvedEffect {
+  return {
+    name: definition.name,
+    events: Array.isArray(definition.on) ? definition.on : [definition.on],
+    run: definition.run,
+    isNeeded: definition.isNeeded,
+    attempts: definition.attempts ?? DEFAULTS.attempts,
+    backoff: resolveBackoff(definition.backoff),
+    concurrency: definition.concurrency ?? DEFAULTS.concurrency,
+    globalConcurrency: definition.globalConcurrency,
+    rateLimit: definition.rateLimit && {
+      max: definition.rateLimit.max,
+      durationMs: toMs(definition.rateLimit.per, 1000, `effects.${definition.name}.rateLimit.per`),
+    },
+  };
+}
+
+/**
+ * Merges the sources in precedence order: flag > environment > config file > default.
+ * The environment is read here and nowhere else.
+ */
+export function resolveSettings(
+  config: EffectsConfig | undefined,
+  flags: ConnectionFlags = {},
+  env: NodeJS.ProcessEnv = process.env,
+): Settings {
+  return {
+    redisUrl: flags.redis ?? env.EFFECTS_REDIS_URL ?? env.REDIS_URL ?? config?.redis ?? DEFAULTS.redis,
+    databaseUrl:
+      flags.db ?? env.EFFECTS_DATABASE_URL ?? env.DATABASE_URL ?? config?.database ?? DEFAULTS.database,
+    prefix: flags.prefix ?? env.EFFECTS_PREFIX ?? config?.prefix ?? DEFAULTS.prefix,
+    schema: flags.schema ?? env.EFFECTS_SCHEMA ?? config?.schema ?? DEFAULTS.schema,
+    poisonThreshold: config?.poison?.threshold ?? DEFAULTS.poisonThreshold,
+    alertWebhook: env.EFFECTS_ALERT_WEBHOOK ?? config?.alerts?.webhook,
+    effects: (config?.effects ?? []).map(resolveEffect),
+    worker: {
+      shutdownTimeoutMs: toMs(config?.worker?.shutdownTimeout, DEFAULTS.shutdownTimeoutMs, 'worker.shutdownTimeout'),
+      lockDurationMs: config?.worker?.lockDuration ?? DEFAULTS.lockDurationMs,
+      stalledIntervalMs: config?.worker?.stalledInterval ?? DEFAULTS.stalledIntervalMs,
+    },
+    scheduler: {
+      everyMs: toMs(config?.scheduler?.every, DEFAULTS.schedulerEveryMs, 'scheduler.every'),
+      lookbackMs: toMs(config?.scheduler?.lookback, DEFAULTS.schedulerLookbackMs, 'scheduler.lookback'),
+    },
+    retention: {
+      completedAgeMs: toMs(config?.retention?.completedAge, DEFAULTS.completedAgeMs, 'retention.completedAge'),
+      failedAgeMs: toMs(config?.retention?.failedAge, DEFAULTS.failedAgeMs, 'retention.failedAge'),
+    },
+  };
+}

@@ -1,0 +1,85 @@
+import type { Knex } from 'knex';
+import { validateConfig } from '../config/schema.js';
+import { resolveSettings, type ConnectionFlags } from '../config/settings.js';
+import type { EffectsConfig } from '../config/types.js';
+import { pushRows } from '../queue/push.js';
+import type { Logger } from './logger.js';
+import { Runtime, type RuntimeOptions } from './runtime.js';
+
+export interface EmitOptions {
+  /** The caller's knex transaction: the ledger rows commit or roll back with the business write. */
+  trx?: Knex.Transaction;
+}
+
+export interface EmitResult {
+  /** Ledger row ids, one per subscribed effect; empty when no effect subscribes to the event. */
+  ledgerIds: string[];
+  effects: string[];
+}
+
+export interface Effects {
+  /**
+   * Records which effects `event` owes for `id`, then pushes one thin task per effect. With a
+   * transaction, the push waits for its commit; a rollback leaves neither row nor job. A failed push
+   * is logged, not thrown: the rows stay pending and the scheduler's rebuild enqueues them.
+   */
+  emit(event: string, id: string | number, options?: EmitOptions): Promise<EmitResult>;
+  /** Waits for pushes still in flight, then closes the connections this object opened. */
+  close(): Promise<void>;
+  readonly runtime: Runtime;
+}
+
+export interface CreateEffectsOptions extends RuntimeOptions {
+  /** Connection overrides, as the CLI's flags. */
+  flags?: ConnectionFlags;
+  logger?: Logger;
+}
+
+export function createEffects(config: EffectsConfig, options: CreateEffectsOptions = {}): Effects {
+  const settings = resolveSettings(validateConfig(config), options.flags);
+  const runtime = new Runtime(settings, options);
+  const log = runtime.logger;
+  const inFlight = new Set<Promise<unknown>>();
+
+  const push = (rows: Awaited<ReturnType<Runtime['ledger']['owe']>>) => {
+    const pushing = pushRows(runtime, rows)
+      .then(() => log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed'))
+      .catch((error: Error) =>
+        log.warn(
+          { err: { message: error.message }, ledgerIds: rows.map((r) => r.id) },
+          'push failed; the rows stay pending and the scheduler will enqueue them',
+        ),
+      )
+      .finally(() => inFlight.delete(pushing));
+    inFlight.add(pushing);
+    return pushing;
+  };
+
+  return {
+    runtime,
+    async emit(event, rawId, { trx } = {}) {
+      const id = String(rawId);
+      const effects = (runtime.effectsByEvent.get(event) ?? []).map((e) => e.name);
+      if (effects.length === 0) {
+        log.warn({ event, id }, 'no effect subscribes to this event; nothing emitted');
+        return { ledgerIds: [], effects };
+      }
+      const rows = await runtime.ledger.owe(event, id, effects, trx);
+      log.info({ event, id, effects }, 'scheduling');
+      if (trx) {
+        // Rejected on rollback: then nothing is owed and nothing is pushed.
+        trx.executionPromise.then(
+          () => push(rows),
+          () => log.debug({ event, id }, 'transaction rolled back; nothing to push'),
+        );
+      } else {
+        await push(rows);
+      }
+      return { ledgerIds: rows.map((r) => r.id), effects };
+    },
+    async close() {
+      await Promise.allSettled([...inFlight]);
+      await runtime.close();
+    },
+  };
+}

@@ -1,0 +1,40 @@
+import { pino, type Logger, type LoggerOptions } from 'pino';
+
+export type { Logger };
+
+export interface LoggerSettings {
+  /** @defaultValue `'info'`, or `EFFECTS_LOG_LEVEL` */
+  level?: string;
+  /** Human-readable lines instead of JSON. @defaultValue true when stdout is a TTY */
+  pretty?: boolean;
+  /** Where lines go. @defaultValue stdout */
+  destination?: NodeJS.WritableStream;
+}
+
+/**
+ * One logger for the whole process: JSON lines for machines, pretty lines for a terminal.
+ * Fields that could hold credentials are redacted at the source, before any transport sees them.
+ */
+export function createLogger(settings: LoggerSettings = {}): Logger {
+  const options: LoggerOptions = {
+    level: settings.level ?? process.env.EFFECTS_LOG_LEVEL ?? 'info',
+    base: { pid: process.pid },
+    redact: {
+      paths: ['password', '*.password', 'connection.password', 'headers.authorization'],
+      censor: '***',
+    },
+  };
+  const pretty = settings.pretty ?? (Boolean(process.stdout.isTTY) && !settings.destination);
+  if (pretty) {
+    return pino({
+      ...options,
+      transport: { target: 'pino-pretty', options: { colorize: !process.env.NO_COLOR, translateTime: 'HH:MM:ss.l' } },
+    });
+  }
+  return settings.destination ? pino(options, settings.destination) : pino(options);
+}
+
+/** A logger that drops everything: the default for library use until the app passes its own. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

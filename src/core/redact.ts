@@ -1,0 +1,38 @@
+/**
+ * Connection strings reach logs, errors and JSON only through here, so a password never does.
+ */
+export function redactUrl(url: string | undefined): string {
+  if (!url) return '';
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    for (const key of [...parsed.searchParams.keys()]) {
+      if (/pass|secret|token|key/i.test(key)) parsed.searchParams.set(key, '***');
+    }
+    return parsed.toString();
+  } catch {
+    // Not a URL we can parse: strip anything that looks like user:password@.
+    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+  }
+}
+
+/** Removes every occurrence of the given secrets from a text (an error message from a driver, say). */
+export function scrubSecrets(text: string, urls: Array<string | undefined>): string {
+  let out = text;
+  for (const url of urls) {
+    const password = passwordOf(url);
+    if (password && password.length > 0) out = out.split(password).join('***');
+    if (password) out = out.split(encodeURIComponent(password)).join('***');
+  }
+  return out;
+}
+
+function passwordOf(url: string | undefined): string | undefined {
+  if (!url) return undefined;
+  try {
+    const password = new URL(url).password;
+    return password ? decodeURIComponent(password) : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,107 @@
+import type { Knex } from 'knex';
+import type { Redis } from 'ioredis';
+import type { ResolvedEffect, Settings } from '../config/settings.js';
+import { createDb } from '../ledger/db.js';
+import { Ledger } from '../ledger/ledger.js';
+import { QueueRegistry } from '../queue/queues.js';
+import { assertRedisReachable, createRedis } from '../queue/redis.js';
+import { ConnectionError } from './errors.js';
+import { silentLogger, type Logger } from './logger.js';
+import { redactUrl, scrubSecrets } from './redact.js';
+
+export interface RuntimeOptions {
+  logger?: Logger;
+  /** The app's own knex instance, to share its pool instead of opening one. Not closed by us. */
+  db?: Knex;
+  /** An existing ioredis connection. Not closed by us. */
+  redis?: Redis;
+}
+
+/**
+ * The connections and registries one process shares: opened lazily, closed once. Every part of the
+ * core (emit, worker, scheduler, operator functions) works from a Runtime.
+ */
+export class Runtime {
+  readonly logger: Logger;
+  readonly effectsByName: Map<string, ResolvedEffect>;
+  /** Effects by the event that owes them. */
+  readonly effectsByEvent: Map<string, ResolvedEffect[]>;
+  private redisConnection?: Redis;
+  private dbConnection?: Knex;
+  private queueRegistry?: QueueRegistry;
+  private ledgerInstance?: Ledger;
+
+  constructor(
+    readonly settings: Settings,
+    private readonly options: RuntimeOptions = {},
+  ) {
+    this.logger = options.logger ?? silentLogger();
+    this.effectsByName = new Map(settings.effects.map((e) => [e.name, e]));
+    this.effectsByEvent = new Map();
+    for (const effect of settings.effects) {
+      for (const event of effect.events) {
+        this.effectsByEvent.set(event, [...(this.effectsByEvent.get(event) ?? []), effect]);
+      }
+    }
+  }
+
+  get redis(): Redis {
+    this.redisConnection ??= this.options.redis ?? createRedis(this.settings.redisUrl);
+    return this.redisConnection;
+  }
+
+  get db(): Knex {
+    this.dbConnection ??= this.options.db ?? createDb(this.settings.databaseUrl);
+    return this.dbConnection;
+  }
+
+  get ledger(): Ledger {
+    this.ledgerInstance ??= new Ledger(this.db, this.settings.schema);
+    return this.ledgerInstance;
+  }
+
+  get queues(): QueueRegistry {
+    this.queueRegistry ??= new QueueRegistry(this.redis, this.settings.prefix);
+    return this.queueRegistry;
+  }
+
+  /** Fails fast (exit 1 in the CLI) when a needed server is down, naming it without its password. */
+  async assertReachable(needs: { redis?: boolean; db?: boolean }): Promise<void> {
+    const checks: Promise<void>[] = [];
+    if (needs.redis) checks.push(assertRedisReachable(this.redis, this.settings.redisUrl));
+    if (needs.db) checks.push(this.assertDbReachable());
+    const results = await Promise.allSettled(checks);
+    const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failures.length) throw failures[0].reason;
+  }
+
+  /** True when the ledger database answers; used where the ledger is optional (status). */
+  async isDbReachable(): Promise<boolean> {
+    return this.assertDbReachable().then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private async assertDbReachable(): Promise<void> {
+    try {
+      await this.db.raw('select 1');
+    } catch (error) {
+      const reason = scrubSecrets((error as Error).message || (error as Error).name, [this.settings.databaseUrl]);
+      throw new ConnectionError(
+        `Cannot reach PostgreSQL at ${redactUrl(this.settings.databaseUrl)} (${reason}).`,
+        'Is PostgreSQL running? Check --db, EFFECTS_DATABASE_URL / DATABASE_URL, or `database` in the config file.',
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.queueRegistry?.close();
+    if (this.redisConnection && !this.options.redis) this.redisConnection.disconnect();
+    if (this.dbConnection && !this.options.db) await this.dbConnection.destroy();
+    this.queueRegistry = undefined;
+    this.redisConnection = undefined;
+    this.dbConnection = undefined;
+    this.ledgerInstance = undefined;
+  }
+}

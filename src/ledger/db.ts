@@ -1,0 +1,16 @@
+import knexFactory, { type Knex } from 'knex';
+
+/**
+ * A knex pool for the ledger. Connection failures surface within a few seconds instead of hanging,
+ * and dead connections (a restarted server, a terminated backend) are dropped and replaced.
+ */
+export function createDb(databaseUrl: string, options: { poolMax?: number } = {}): Knex {
+  return knexFactory({
+    client: 'pg',
+    connection: { connectionString: databaseUrl, connectionTimeoutMillis: 4000, keepAlive: true },
+    pool: { min: 0, max: options.poolMax ?? 10 },
+    acquireConnectionTimeout: 5000,
+    // knex prints connection errors with console.log; callers report them with a hint instead.
+    log: { warn() {}, error() {}, deprecate() {}, debug() {} },
+  });
+}

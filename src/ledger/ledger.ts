@@ -1,0 +1,151 @@
+import type { Knex } from 'knex';
+import { fromDb, type DbLedgerRow, type LedgerRow, type LedgerStatus } from './rows.js';
+
+export interface FailureRecord {
+  id: string;
+  /** Attempts made so far, this one included. */
+  attempts: number;
+  error: string;
+  /** The last allowed attempt failed: the row becomes `failed`. */
+  final: boolean;
+}
+
+export interface PendingScan {
+  /** Inclusive lower bound on created_at, epoch ms. */
+  since: number;
+  /** Exclusive upper bound on created_at, epoch ms. @defaultValue now */
+  until?: number;
+  effects?: string[];
+  /** Keyset cursor: the last row of the previous page. */
+  after?: { createdAt: Date; id: string };
+  limit: number;
+}
+
+export interface EffectCounts {
+  effect: string;
+  pending: number;
+  done: number;
+  failed: number;
+  discarded: number;
+}
+
+/** Longest error text kept in the ledger; the full stack stays on the BullMQ job. */
+const MAX_ERROR_LENGTH = 2000;
+
+/**
+ * Every SQL statement on the ledger table. Callers pass ids as strings (bigint) and get rows in
+ * camelCase; the column names stay in this file.
+ */
+export class Ledger {
+  constructor(
+    readonly db: Knex,
+    readonly schema: string,
+  ) {}
+
+  private table(on: Knex | Knex.Transaction = this.db) {
+    return on.withSchema(this.schema).table('ledger');
+  }
+
+  /** Records that an event occurrence owes these effects, in the caller's transaction if given. */
+  async owe(
+    event: string,
+    eventId: string,
+    effects: string[],
+    trx?: Knex.Transaction,
+  ): Promise<LedgerRow[]> {
+    if (effects.length === 0) return [];
+    const rows = await this.table(trx)
+      .insert(effects.map((effect) => ({ event, event_id: eventId, effect })))
+      .returning('*');
+    return (rows as DbLedgerRow[]).map(fromDb);
+  }
+
+  async findByIds(ids: readonly string[]): Promise<Map<string, LedgerRow>> {
+    const found = new Map<string, LedgerRow>();
+    if (ids.length === 0) return found;
+    const rows = (await this.table().whereIn('id', ids as string[])) as DbLedgerRow[];
+    for (const row of rows) found.set(String(row.id), fromDb(row));
+    return found;
+  }
+
+  async findByEvent(event: string, eventId: string, effect?: string): Promise<LedgerRow[]> {
+    const query = this.table().where({ event, event_id: eventId }).orderBy('id');
+    if (effect) query.andWhere({ effect });
+    return ((await query) as DbLedgerRow[]).map(fromDb);
+  }
+
+  /** Marks rows done. A row already discarded stays discarded. Returns how many changed. */
+  async markDone(ids: readonly string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    return this.table()
+      .whereIn('id', ids as string[])
+      .whereIn('status', ['pending', 'failed'])
+      .update({ status: 'done', finished_at: this.db.fn.now(), updated_at: this.db.fn.now(), last_error: null });
+  }
+
+  /** Records failed attempts in one statement; a final failure turns the row `failed`. */
+  async recordFailures(records: readonly FailureRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const values = records.map(() => '(?::bigint, ?::int, ?::text, ?::boolean)').join(', ');
+    const bindings = records.flatMap((r) => [r.id, r.attempts, r.error.slice(0, MAX_ERROR_LENGTH), r.final]);
+    await this.db.raw(
+      `update ??.ledger as l
+          set attempts = greatest(l.attempts, v.attempts),
+              last_error = v.error,
+              status = case when v.final then 'failed' else l.status end,
+              finished_at = case when v.final then now() else l.finished_at end,
+              updated_at = now()
+         from (values ${values}) as v(id, attempts, error, final)
+        where l.id = v.id and l.status in ('pending', 'failed')`,
+      [this.schema, ...bindings],
+    );
+  }
+
+  /** Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). */
+  async setStatus(
+    ids: readonly string[],
+    status: LedgerStatus,
+    options: { countReplay?: boolean; from?: LedgerStatus[] } = {},
+  ): Promise<number> {
+    if (ids.length === 0) return 0;
+    const query = this.table().whereIn('id', ids as string[]);
+    if (options.from) query.whereIn('status', options.from);
+    return query.update({
+      status,
+      updated_at: this.db.fn.now(),
+      finished_at: status === 'pending' ? null : this.db.fn.now(),
+      ...(options.countReplay ? { replay_count: this.db.raw('replay_count + 1') } : {}),
+    });
+  }
+
+  /** One page of pending rows in (created_at, id) order: a range scan of the partial index. */
+  async scanPending(scan: PendingScan): Promise<LedgerRow[]> {
+    const query = this.table()
+      .where('status', 'pending')
+      .andWhere('created_at', '>=', new Date(scan.since))
+      .andWhere('created_at', '<', new Date(scan.until ?? Date.now()))
+      .orderBy([{ column: 'created_at' }, { column: 'id' }])
+      .limit(scan.limit);
+    if (scan.effects?.length) query.whereIn('effect', scan.effects);
+    if (scan.after) {
+      query.andWhereRaw('(created_at, id) > (?, ?::bigint)', [scan.after.createdAt, scan.after.id]);
+    }
+    return ((await query) as DbLedgerRow[]).map(fromDb);
+  }
+
+  /** Rows per effect and status, for `effects status`. */
+  async countByEffect(): Promise<EffectCounts[]> {
+    const rows = (await this.table()
+      .select('effect', 'status')
+      .count<Array<{ effect: string; status: LedgerStatus; count: string }>>('* as count')
+      .groupBy('effect', 'status')) as Array<{ effect: string; status: LedgerStatus; count: string }>;
+    const byEffect = new Map<string, EffectCounts>();
+    for (const row of rows) {
+      const counts =
+        byEffect.get(row.effect) ?? { effect: row.effect, pending: 0, done: 0, failed: 0, discarded: 0 };
+      counts[row.status] = Number(row.count);
+      byEffect.set(row.effect, counts);
+    }
+    return [...byEffect.values()].sort((a, b) => a.effect.localeCompare(b.effect));
+  }
+}

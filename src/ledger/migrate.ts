@@ -1,0 +1,53 @@
+import type { Knex } from 'knex';
+import { NotMigratedError } from '../core/errors.js';
+import { migrations } from './migrations.js';
+
+const MIGRATIONS_TABLE = 'migrations';
+
+function source(schema: string): Knex.MigrationSource<(typeof migrations)[number]> {
+  return {
+    getMigrations: async () => migrations,
+    getMigrationName: (m) => m.name,
+    getMigration: async (m) => ({ up: (db: Knex) => m.up(db, schema), down: (db: Knex) => m.down(db, schema) }),
+  };
+}
+
+function migratorConfig(schema: string): Knex.MigratorConfig {
+  return { migrationSource: source(schema), schemaName: schema, tableName: MIGRATIONS_TABLE };
+}
+
+export interface MigrateResult {
+  schema: string;
+  applied: string[];
+  /** Every migration now in force, oldest first. */
+  current: string[];
+}
+
+/** Creates the schema if needed and applies every pending migration. Safe to run concurrently. */
+export async function migrate(db: Knex, schema: string): Promise<MigrateResult> {
+  await db.raw('create schema if not exists ??', [schema]);
+  const [, applied] = (await db.migrate.latest(migratorConfig(schema))) as [number, string[]];
+  const [completed] = (await db.migrate.list(migratorConfig(schema))) as [Array<{ name: string }>, unknown];
+  return { schema, applied, current: completed.map((m) => m.name) };
+}
+
+/** Pending migration names; an empty list means the ledger is up to date. */
+export async function pendingMigrations(db: Knex, schema: string): Promise<string[]> {
+  const exists = await db.schema.withSchema(schema).hasTable(MIGRATIONS_TABLE);
+  if (!exists) return migrations.map((m) => m.name);
+  const done = new Set(
+    (await db.withSchema(schema).select('name').from(MIGRATIONS_TABLE)).map((r: { name: string }) => r.name),
+  );
+  return migrations.map((m) => m.name).filter((name) => !done.has(name));
+}
+
+/** Refuses to go on against a ledger that is missing or older than this version. */
+export async function assertMigrated(db: Knex, schema: string): Promise<void> {
+  const pending = await pendingMigrations(db, schema);
+  if (pending.length) {
+    throw new NotMigratedError(
+      `The ledger in schema "${schema}" is not migrated (pending: ${pending.join(', ')}).`,
+      'Run `effects migrate` against this database first.',
+    );
+  }
+}

@@ -1,0 +1,43 @@
+import type { Knex } from 'knex';
+
+/**
+ * Numbered migrations of the ledger schema. Append only: a released migration never changes.
+ * Each runs inside the configured schema (knex's `withSchema`).
+ */
+export interface Migration {
+  name: string;
+  up(db: Knex, schema: string): Promise<void>;
+  down(db: Knex, schema: string): Promise<void>;
+}
+
+export const migrations: Migration[] = [
+  {
+    name: '001_ledger',
+    async up(db, schema) {
+      await db.schema.withSchema(schema).createTable('ledger', (t) => {
+        t.bigIncrements('id').primary();
+        t.text('event').notNullable();
+        t.text('event_id').notNullable();
+        t.text('effect').notNullable();
+        t.text('status').notNullable().defaultTo('pending');
+        t.integer('attempts').notNullable().defaultTo(0);
+        t.integer('replay_count').notNullable().defaultTo(0);
+        t.text('last_error');
+        t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.timestamp('updated_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.timestamp('finished_at', { useTz: true });
+        t.check(`status in ('pending', 'done', 'failed', 'discarded')`, [], 'ledger_status_check');
+      });
+      // "Pending since T" is the rebuild's question: a range scan over a partial index.
+      await db.raw(
+        `create index ledger_pending_by_created on ??.ledger (created_at, id) where status = 'pending'`,
+        [schema],
+      );
+      await db.raw(`create index ledger_by_event on ??.ledger (event, event_id)`, [schema]);
+      await db.raw(`create index ledger_by_effect_status on ??.ledger (effect, status)`, [schema]);
+    },
+    async down(db, schema) {
+      await db.schema.withSchema(schema).dropTableIfExists('ledger');
+    },
+  },
+];

@@ -1,0 +1,72 @@
+import type { Runtime } from '../core/runtime.js';
+import type { EffectCounts } from '../ledger/ledger.js';
+import { discoverQueues } from '../queue/discover.js';
+import { redisKeys } from '../queue/keys.js';
+import { countPoison } from '../queue/poison-scan.js';
+
+export interface QueueStatus {
+  name: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+  failed: number;
+  /** Failed or delayed jobs whose attempts reached the poison threshold. */
+  poison: number;
+  completed: number;
+  paused: boolean;
+  /** Age of the oldest waiting job in ms, or null when none waits. */
+  oldestWaitingMs: number | null;
+  /** Fleet-wide limits from the queue's meta hash; null when unlimited. */
+  globalConcurrency: number | null;
+  rateLimit: { max: number; durationMs: number } | null;
+}
+
+export interface StatusReport {
+  queues: QueueStatus[];
+  /** Per-effect ledger counts, or null when the database is not reachable or not migrated. */
+  ledger: EffectCounts[] | null;
+}
+
+/** Every queue under the prefix (configured or discovered), and the ledger when it can be read. */
+export async function getStatus(runtime: Runtime, options: { now?: number } = {}): Promise<StatusReport> {
+  const now = options.now ?? Date.now();
+  await runtime.assertReachable({ redis: true });
+  const names = await listQueues(runtime);
+  const queues = await Promise.all(names.map((name) => queueStatus(runtime, name, now)));
+  const ledger = (await runtime.isDbReachable())
+    ? await runtime.ledger.countByEffect().catch(() => null)
+    : null;
+  return { queues, ledger };
+}
+
+/** Configured effects plus every BullMQ queue found under the prefix, sorted. */
+export async function listQueues(runtime: Runtime): Promise<string[]> {
+  const discovered = await discoverQueues(runtime.redis, runtime.settings.prefix);
+  return [...new Set([...runtime.effectsByName.keys(), ...discovered])].sort();
+}
+
+async function queueStatus(runtime: Runtime, name: string, now: number): Promise<QueueStatus> {
+  const queue = runtime.queues.get(name);
+  const keys = redisKeys(runtime.settings.prefix);
+  const [counts, paused, meta, oldestId] = await Promise.all([
+    queue.getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'failed', 'completed'),
+    queue.isPaused(),
+    runtime.redis.hmget(keys.queue(name, 'meta'), 'concurrency', 'max', 'duration'),
+    runtime.redis.lindex(keys.queue(name, 'wait'), -1),
+  ]);
+  const oldestTimestamp = oldestId ? await runtime.redis.hget(keys.job(name, oldestId), 'timestamp') : null;
+  const [concurrency, max, duration] = meta;
+  return {
+    name,
+    waiting: (counts.waiting ?? 0) + (counts.prioritized ?? 0),
+    active: counts.active ?? 0,
+    delayed: counts.delayed ?? 0,
+    failed: counts.failed ?? 0,
+    poison: await countPoison(runtime.redis, runtime.settings.prefix, name, runtime.settings.poisonThreshold),
+    completed: counts.completed ?? 0,
+    paused,
+    oldestWaitingMs: oldestTimestamp ? Math.max(0, now - Number(oldestTimestamp)) : null,
+    globalConcurrency: concurrency ? Number(concurrency) : null,
+    rateLimit: max && duration ? { max: Number(max), durationMs: Number(duration) } : null,
+  };
+}

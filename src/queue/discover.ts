@@ -1,0 +1,22 @@
+import type { Redis } from 'ioredis';
+import { isInternalQueue, redisKeys } from './keys.js';
+
+/**
+ * Finds every BullMQ queue under a prefix by its `meta` hash, so operator commands work on queues
+ * this project did not create. SCAN, not KEYS: it never blocks Redis.
+ */
+export async function discoverQueues(redis: Redis, prefix: string): Promise<string[]> {
+  const found = new Set<string>();
+  const pattern = redisKeys(prefix).metaPattern;
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    for (const key of keys) {
+      const name = key.slice(prefix.length + 1, -':meta'.length);
+      // A ':' left in the name means a deeper key that merely ends in ':meta'.
+      if (name && !name.includes(':') && !isInternalQueue(name)) found.add(name);
+    }
+  } while (cursor !== '0');
+  return [...found].sort();
+}

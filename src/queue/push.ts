@@ -1,0 +1,27 @@
+import type { LedgerRow } from '../ledger/rows.js';
+import type { Runtime } from '../core/runtime.js';
+import { jobIdForRow } from './keys.js';
+import { jobOptionsFor } from './queues.js';
+import type { Task } from '../config/types.js';
+
+/**
+ * The anemic scheduler: one thin job per ledger row, `{ event, id }` and nothing else, with a job
+ * id derived from the row. Pushing a row twice is a no-op while BullMQ still holds its job.
+ */
+export async function pushRows(runtime: Runtime, rows: readonly LedgerRow[]): Promise<number> {
+  const byEffect = new Map<string, LedgerRow[]>();
+  for (const row of rows) byEffect.set(row.effect, [...(byEffect.get(row.effect) ?? []), row]);
+  await Promise.all(
+    [...byEffect].map(([effectName, effectRows]) => {
+      const effect = runtime.effectsByName.get(effectName);
+      return runtime.queues.get(effectName).addBulk(
+        effectRows.map((row) => ({
+          name: row.event,
+          data: { event: row.event, id: row.eventId } satisfies Task,
+          opts: jobOptionsFor(effect, runtime.settings, jobIdForRow(row.id)),
+        })),
+      );
+    }),
+  );
+  return rows.length;
+}

@@ -1,0 +1,63 @@
+import { Worker } from 'bullmq';
+import type { Runtime } from '../core/runtime.js';
+import { assertMigrated } from '../ledger/migrate.js';
+import { SCHEDULER_QUEUE } from '../queue/keys.js';
+import { rebuild, type RebuildResult } from '../ops/rebuild.js';
+
+export interface SchedulerOptions {
+  /** How often the fan-out rebuild runs. @defaultValue settings.scheduler.everyMs (1 h) */
+  everyMs?: number;
+  /** How far back each rebuild looks for pending rows. @defaultValue settings.scheduler.lookbackMs (24 h) */
+  lookbackMs?: number;
+  /** Called after each periodic rebuild (for logs and tests). */
+  onRebuild?(result: RebuildResult): void;
+}
+
+export interface SchedulerHandle {
+  close(): Promise<void>;
+}
+
+const REBUILD_SCHEDULER_ID = 'rebuild-pending';
+
+/**
+ * The fan-out: a BullMQ job scheduler puts one "rebuild" job on an internal queue every period, and
+ * whichever scheduler process takes it re-drives the pending rows. With several scheduler processes
+ * the rebuild still runs once per period, because the job does.
+ */
+export async function startScheduler(runtime: Runtime, options: SchedulerOptions = {}): Promise<SchedulerHandle> {
+  await runtime.assertReachable({ redis: true, db: true });
+  await assertMigrated(runtime.db, runtime.settings.schema);
+  const everyMs = options.everyMs ?? runtime.settings.scheduler.everyMs;
+  const lookbackMs = options.lookbackMs ?? runtime.settings.scheduler.lookbackMs;
+  const log = runtime.logger.child({ component: 'scheduler' });
+
+  const queue = runtime.queues.get(SCHEDULER_QUEUE);
+  await queue.upsertJobScheduler(
+    REBUILD_SCHEDULER_ID,
+    { every: everyMs },
+    { name: 'rebuild', data: { lookbackMs }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+  );
+
+  const worker = new Worker(
+    SCHEDULER_QUEUE,
+    async (job) => {
+      const lookback = Number(job.data?.lookbackMs ?? lookbackMs);
+      const result = await rebuild(runtime, { since: Date.now() - lookback });
+      log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
+      options.onRebuild?.(result);
+      return result;
+    },
+    { connection: runtime.redis, prefix: runtime.settings.prefix, concurrency: 1 },
+  );
+  worker.on('error', (error) => log.warn({ err: { message: error.message } }, 'scheduler worker error'));
+  worker.on('failed', (_job, error) => log.error({ err: { message: error.message } }, 'periodic rebuild failed'));
+  await worker.waitUntilReady();
+  log.info({ everyMs, lookbackMs }, 'scheduler started');
+
+  return {
+    async close() {
+      await worker.close();
+      await runtime.close();
+    },
+  };
+}

@@ -1,0 +1,131 @@
+import type http from 'node:http';
+import { Worker, type Job } from 'bullmq';
+import type { ResolvedEffect } from '../config/settings.js';
+import type { Runtime } from '../core/runtime.js';
+import { UsageError } from '../core/errors.js';
+import { assertMigrated } from '../ledger/migrate.js';
+import { LedgerBatcher } from './ledger-batcher.js';
+import { createMetrics, serveMetrics, type WorkerMetrics } from './metrics.js';
+import { createTaskFunction, type Outcome, type TaskHooks } from './task-function.js';
+
+export interface WorkerOptions {
+  /** Only these effects' queues. @defaultValue every effect in the config */
+  queues?: string[];
+  /** Overrides every effect's per-process concurrency. */
+  concurrency?: number;
+  /** Serve `/metrics` and `/healthz` on this port. @defaultValue no server */
+  metricsPort?: number;
+  hooks?: TaskHooks;
+}
+
+export interface WorkerHandle {
+  readonly workers: Worker[];
+  readonly metrics: WorkerMetrics;
+  readonly metricsServer?: http.Server;
+  /**
+   * Stops taking jobs and waits for the ones in flight, at most `timeoutMs`; after that their locks
+   * are released so another worker picks them up after the stalled check. Closes connections.
+   * Returns whether every in-flight job finished.
+   */
+  close(options?: { timeoutMs?: number }): Promise<{ drained: boolean }>;
+}
+
+/** Starts one BullMQ worker per effect queue, each running the smart task function. */
+export async function startWorker(runtime: Runtime, options: WorkerOptions = {}): Promise<WorkerHandle> {
+  const effects = selectEffects(runtime, options.queues);
+  await runtime.assertReachable({ redis: true, db: true });
+  await assertMigrated(runtime.db, runtime.settings.schema);
+
+  const log = runtime.logger;
+  const batcher = new LedgerBatcher(runtime.ledger, log);
+  const metrics = createMetrics(runtime, effects.map((e) => e.name));
+  const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
+
+  const workers = effects.map((effect) => {
+    const runTask = createTaskFunction(runtime, effect, batcher, options.hooks);
+    const worker = new Worker(
+      effect.name,
+      async (job: Job) => {
+        const stopTimer = metrics.duration.startTimer({ effect: effect.name });
+        try {
+          const outcome: Outcome = await runTask(job);
+          const label = outcome.status === 'done' ? 'done' : 'skipped';
+          metrics.jobs.inc({ effect: effect.name, outcome: label });
+          stopTimer({ outcome: label });
+          return outcome;
+        } catch (error) {
+          metrics.jobs.inc({ effect: effect.name, outcome: 'failed' });
+          stopTimer({ outcome: 'failed' });
+          throw error;
+        }
+      },
+      {
+        connection: runtime.redis,
+        prefix: runtime.settings.prefix,
+        concurrency: options.concurrency ?? effect.concurrency,
+        lockDuration: lockDurationMs,
+        stalledInterval: stalledIntervalMs,
+        autorun: false,
+      },
+    );
+    // Redis going away is reported here; BullMQ reconnects by itself.
+    worker.on('error', (error) => log.warn({ queue: effect.name, err: { message: error.message } }, 'worker error'));
+    return worker;
+  });
+
+  for (const worker of workers) void worker.run();
+  await Promise.all(workers.map((w) => w.waitUntilReady()));
+  log.info(
+    { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix },
+    `worker started on ${effects.length} queue(s)`,
+  );
+
+  const metricsServer =
+    options.metricsPort === undefined
+      ? undefined
+      : await serveMetrics(metrics, options.metricsPort, () =>
+          workers.every((w) => w.isRunning()) && runtime.redis.status === 'ready',
+        );
+
+  let closing: Promise<{ drained: boolean }> | undefined;
+  return {
+    workers,
+    metrics,
+    metricsServer,
+    close({ timeoutMs = runtime.settings.worker.shutdownTimeoutMs } = {}) {
+      closing ??= (async () => {
+        let timer: NodeJS.Timeout | undefined;
+        const drained = await Promise.race([
+          Promise.all(workers.map((w) => w.close())).then(() => true),
+          new Promise<boolean>((resolve) => {
+            timer = setTimeout(() => resolve(false), timeoutMs);
+          }),
+        ]);
+        clearTimeout(timer);
+        if (!drained) {
+          log.warn({ timeoutMs }, 'shutdown deadline passed; abandoning in-flight jobs to the stalled check');
+          await Promise.all(workers.map((w) => w.close(true)));
+        }
+        metricsServer?.close();
+        await runtime.close();
+        return { drained };
+      })();
+      return closing;
+    },
+  };
+}
+
+function selectEffects(runtime: Runtime, names: string[] | undefined): ResolvedEffect[] {
+  const all = runtime.settings.effects;
+  if (all.length === 0) {
+    throw new UsageError('No effects are defined.', 'Define effects in effects.config.ts or pass --config PATH.');
+  }
+  if (!names?.length) return all;
+  const unknown = names.filter((n) => !runtime.effectsByName.has(n));
+  if (unknown.length) {
+    throw new UsageError(
+      `Unknown queue(s): ${unknown.join(', ')}. Known effects: ${all.map((e) => e.name).join(', ')}.`,
+    );
+  }
+  return names.map((n) => runtime.effectsByName.get(n)!);
+}
