@@ -1,0 +1,104 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEffects, defineEffect, type Effects } from '../src/index.js';
+import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
+import { setupServices, waitFor, type TestServices } from './helpers.js';
+
+describe('emit → worker → done', () => {
+  let services: TestServices;
+  let effects: Effects;
+  let worker: WorkerHandle;
+  const runs: string[] = [];
+  const keys = new Map<string, string>();
+
+  const definitions = [
+    defineEffect({
+      name: 'send-email',
+      on: 'order_placed',
+      async run(task, ctx) {
+        runs.push(`send-email:${task.id}`);
+        keys.set(`send-email:${task.id}:${ctx.attempt}`, ctx.idempotencyKey);
+      },
+    }),
+    defineEffect({
+      name: 'notify-crm',
+      on: 'order_placed',
+      attempts: 3,
+      backoff: { type: 'fixed', delay: 10 },
+      async run(task, ctx) {
+        runs.push(`notify-crm:${task.id}`);
+        keys.set(`notify-crm:${task.id}:${ctx.attempt}`, ctx.idempotencyKey);
+        if (task.id === 'flaky' && ctx.attempt === 1) throw new Error('CRM timed out');
+      },
+    }),
+  ];
+
+  beforeAll(async () => {
+    services = await setupServices('emit-worker');
+    await services.migrate();
+    const settings = services.settings({ effects: definitions });
+    effects = createEffects(
+      { effects: definitions },
+      { flags: { redis: settings.redisUrl, db: settings.databaseUrl, prefix: services.prefix, schema: services.schema } },
+    );
+    worker = await startWorker(services.runtime({ effects: definitions }));
+  });
+
+  afterAll(async () => {
+    await worker?.close({ timeoutMs: 5000 });
+    await effects?.close();
+    await services?.cleanup();
+  });
+
+  const ledgerRows = (eventId: string) =>
+    services.db.withSchema(services.schema).table('ledger').where({ event_id: eventId }).orderBy('effect');
+
+  it('runs every subscribed effect once and marks its ledger row done', async () => {
+    const { ledgerIds, effects: owed } = await effects.emit('order_placed', 101);
+    expect(owed).toEqual(['send-email', 'notify-crm']);
+    expect(ledgerIds).toHaveLength(2);
+    await waitFor(async () => (await ledgerRows('101')).every((r) => r.status === 'done'));
+    expect(runs.filter((r) => r.endsWith(':101')).sort()).toEqual(['notify-crm:101', 'send-email:101']);
+  });
+
+  it('commits the ledger rows with the business transaction and pushes after commit', async () => {
+    await services.db.transaction(async (trx) => {
+      await effects.emit('order_placed', 'in-trx', { trx });
+      // Not visible outside the transaction yet, so nothing can have been pushed.
+      expect(await ledgerRows('in-trx')).toHaveLength(0);
+    });
+    await waitFor(async () => {
+      const rows = await ledgerRows('in-trx');
+      return rows.length === 2 && rows.every((r) => r.status === 'done');
+    });
+  });
+
+  it('leaves neither ledger row nor job when the transaction rolls back', async () => {
+    await expect(
+      services.db.transaction(async (trx) => {
+        await effects.emit('order_placed', 'rolled-back', { trx });
+        throw new Error('payment declined');
+      }),
+    ).rejects.toThrow('payment declined');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await ledgerRows('rolled-back')).toHaveLength(0);
+    const jobKeys = await services.redis.keys(`${services.prefix}:*:ledger-*`);
+    const jobs = await Promise.all(jobKeys.map((k) => services.redis.hget(k, 'data')));
+    expect(jobs.filter((d) => d?.includes('rolled-back'))).toEqual([]);
+    expect(runs.some((r) => r.endsWith(':rolled-back'))).toBe(false);
+  });
+
+  it('retries a failed attempt with the same idempotency key and records the attempts', async () => {
+    await effects.emit('order_placed', 'flaky');
+    await waitFor(async () => (await ledgerRows('flaky')).every((r) => r.status === 'done'));
+    const [crm] = (await ledgerRows('flaky')).filter((r) => r.effect === 'notify-crm');
+    expect(crm.attempts).toBe(1);
+    expect(keys.get('notify-crm:flaky:1')).toBeDefined();
+    expect(keys.get('notify-crm:flaky:2')).toBe(keys.get('notify-crm:flaky:1'));
+  });
+
+  it('emits nothing for an event no effect subscribes to', async () => {
+    const result = await effects.emit('order_refunded', 5);
+    expect(result).toEqual({ ledgerIds: [], effects: [] });
+    expect(await services.db.withSchema(services.schema).table('ledger').where({ event: 'order_refunded' })).toEqual([]);
+  });
+});
