@@ -40,4 +40,27 @@ export const migrations: Migration[] = [
       await db.schema.withSchema(schema).dropTableIfExists('ledger');
     },
   },
+  {
+    name: '002_operations',
+    async up(db, schema) {
+      // The audit trail of operator actions: who did what to which jobs, and what came of it.
+      await db.schema.withSchema(schema).createTable('operations', (t) => {
+        t.uuid('id').primary().defaultTo(db.raw('gen_random_uuid()'));
+        t.text('command').notNullable();
+        t.text('actor').notNullable();
+        t.text('reason');
+        t.jsonb('filter').notNullable().defaultTo('{}');
+        t.jsonb('counts').notNullable().defaultTo('{}');
+        t.text('outcome').notNullable().defaultTo('running');
+        t.text('error');
+        t.timestamp('started_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+        t.timestamp('finished_at', { useTz: true });
+        t.check(`outcome in ('running', 'ok', 'failed', 'interrupted')`, [], 'operations_outcome_check');
+      });
+      await db.raw(`create index operations_by_started on ??.operations (started_at desc)`, [schema]);
+    },
+    async down(db, schema) {
+      await db.schema.withSchema(schema).dropTableIfExists('operations');
+    },
+  },
 ];

@@ -1,0 +1,61 @@
+import os from 'node:os';
+import type { Runtime } from '../core/runtime.js';
+import { Operations, type OperationRecord } from '../ledger/operations.js';
+
+export interface AuditInput {
+  /** The command as the operator would type it: `replay`, `resume --ramp`, ... */
+  command: string;
+  /** Who: `--actor`, else the OS user. */
+  actor?: string;
+  reason?: string;
+  /** The filter or parameters the operation ran with (no secrets). */
+  filter?: Record<string, unknown>;
+}
+
+export const defaultActor = (): string => {
+  try {
+    return process.env.EFFECTS_ACTOR ?? os.userInfo().username;
+  } catch {
+    return 'unknown';
+  }
+};
+
+/**
+ * Runs an operator action and records it in the audit trail: a row when it starts, its counts and
+ * outcome when it ends (`interrupted` when `interrupted()` says so, `failed` when it throws).
+ * Returns the action's result with the operation id.
+ */
+export async function audited<T extends object>(
+  runtime: Runtime,
+  input: AuditInput,
+  action: (operationId: string) => Promise<T>,
+  options: { counts: (result: T) => Record<string, number>; interrupted?: (result: T) => boolean },
+): Promise<T & { operationId: string }> {
+  const operations = new Operations(runtime.db, runtime.settings.schema);
+  const id = await operations.start({
+    command: input.command,
+    actor: input.actor ?? defaultActor(),
+    reason: input.reason,
+    filter: input.filter ?? {},
+  });
+  try {
+    const result = await action(id);
+    await operations.finish(id, {
+      outcome: options.interrupted?.(result) ? 'interrupted' : 'ok',
+      counts: options.counts(result),
+    });
+    return { ...result, operationId: id };
+  } catch (error) {
+    await operations
+      .finish(id, { outcome: 'failed', counts: {}, error: (error as Error).message })
+      .catch(() => undefined);
+    throw error;
+  }
+}
+
+export async function listOperations(
+  runtime: Runtime,
+  options: { limit?: number; since?: number; command?: string } = {},
+): Promise<OperationRecord[]> {
+  return new Operations(runtime.db, runtime.settings.schema).list(options);
+}
