@@ -1,0 +1,133 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, chownSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Private Redis and PostgreSQL servers for tests that stop, kill or wipe a server, so the shared
+ * ones (and CI's) are never touched. Each listens on a free port and is removed by stop().
+ */
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForPort(port: number, timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on port ${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function waitForExit(child: ChildProcess, timeoutMs = 10000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      resolve();
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+export interface PrivateRedis {
+  port: number;
+  url: string;
+  /** Starts the server again on the same port (after stop or kill), empty: it keeps nothing. */
+  start(): Promise<void>;
+  /** SIGKILL: as abrupt as a crash. */
+  kill(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    });
+    await waitForPort(port);
+  };
+  const kill = async () => {
+    if (!child) return;
+    child.kill('SIGKILL');
+    await waitForExit(child);
+    child = undefined;
+  };
+  await start();
+  return { port, url: `redis://127.0.0.1:${port}`, start, kill, stop: kill };
+}
+
+export interface PrivatePostgres {
+  port: number;
+  /** URL of the `postgres` database of this cluster. */
+  url: string;
+  /** pg_ctl restart -m fast: every backend goes away, the data stays. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+function pgBinDir(): string {
+  const versions = readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a));
+  return path.join('/usr/lib/postgresql', versions[0], 'bin');
+}
+
+/** initdb refuses to run as root; run the server tools as the postgres user when we are root. */
+function asPostgres(command: string, args: string[]): void {
+  const isRoot = process.getuid?.() === 0;
+  if (isRoot) execFileSync('runuser', ['-u', 'postgres', '--', command, ...args], { stdio: 'ignore' });
+  else execFileSync(command, args, { stdio: 'ignore' });
+}
+
+export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+  const port = await freePort();
+  const bin = pgBinDir();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'effects-pg-'));
+  if (process.getuid?.() === 0) {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString());
+    chownSync(dir, uid, gid);
+  }
+  const data = path.join(dir, 'data');
+  asPostgres(path.join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8']);
+  const ctl = (...args: string[]) =>
+    asPostgres(path.join(bin, 'pg_ctl'), ['-D', data, '-w', '-t', '30', '-l', path.join(dir, 'log'), ...args]);
+  const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off`;
+  ctl('-o', options, 'start');
+  return {
+    port,
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    async restart() {
+      ctl('-o', options, '-m', 'fast', 'restart');
+    },
+    async stop() {
+      try {
+        ctl('-m', 'immediate', 'stop');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
