@@ -1,0 +1,170 @@
+/**
+ * The benchmark contract and its plumbing: what a suite returns, how a result is printed and stored,
+ * and the small measuring helpers every suite shares (namespaces, percentiles, RSS sampling).
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Table from 'cli-table3';
+import chalk from 'chalk';
+
+export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const RESULTS_DIR = path.join(BENCH_DIR, 'results');
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+export const DATABASE_URL =
+  process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** One measured figure. `baseline` and `ratio` compare it with a reference run in the same suite. */
+export interface BenchRow {
+  metric: string;
+  value: number;
+  unit: string;
+  /** The reference figure this one is compared with (e.g. raw BullMQ jobs/s). */
+  baseline?: number;
+  /** value / baseline, or whatever ratio the target is stated on. */
+  ratio?: number;
+  /** The target in words, e.g. `ratio >= 0.75`. */
+  target?: string;
+  /** Whether the target was met; absent when the row has no target. */
+  pass?: boolean;
+}
+
+export interface SuiteResult {
+  rows: BenchRow[];
+  /** Free text printed under the table: method, caveats, what was held equal. */
+  notes?: string[];
+  /** Paths of extra files the suite wrote (profiles, raw samples). */
+  artifacts?: string[];
+}
+
+/** What every file in bench/suites/ exports as `suite`. */
+export interface Suite {
+  name: string;
+  description: string;
+  run(): Promise<SuiteResult>;
+}
+
+/** A BullMQ prefix and PostgreSQL schema of its own for one run: `bench_<suite>_<random>`. */
+export function benchNamespace(suite: string): { prefix: string; schema: string } {
+  const slug = suite.replace(/[^a-z0-9]+/gi, '_').toLowerCase().slice(0, 30);
+  const name = `bench_${slug}_${Math.random().toString(36).slice(2, 8)}`;
+  return { prefix: name, schema: name };
+}
+
+export const median = (values: number[]) => percentile(values, 50);
+
+/** Nearest-rank percentile; `p` in 0..100. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+export const round = (value: number, digits = 2) => Number(value.toFixed(digits));
+
+export interface RssSample {
+  peakMb: number;
+  meanMb: number;
+  samples: number;
+}
+
+/**
+ * Samples this process's resident set size every `everyMs` until stopped. The timer is unref'd so a
+ * forgotten sampler never keeps the process alive.
+ */
+export function sampleRss(everyMs = 100): { stop(): RssSample } {
+  const values: number[] = [process.memoryUsage.rss()];
+  const timer = setInterval(() => values.push(process.memoryUsage.rss()), everyMs);
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      values.push(process.memoryUsage.rss());
+      const mb = (bytes: number) => round(bytes / 1024 / 1024, 1);
+      return {
+        peakMb: mb(Math.max(...values)),
+        meanMb: mb(values.reduce((a, b) => a + b, 0) / values.length),
+        samples: values.length,
+      };
+    },
+  };
+}
+
+/** Machine facts stored with every result, so figures from different hosts are not compared blindly. */
+export function machineInfo() {
+  const cpus = os.cpus();
+  return {
+    hostname: os.hostname(),
+    platform: `${os.platform()} ${os.release()}`,
+    arch: os.arch(),
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    totalMemMb: Math.round(os.totalmem() / 1024 / 1024),
+    loadAvg: os.loadavg().map((l) => round(l)),
+    node: process.version,
+    commit: gitCommit(),
+  };
+}
+
+function gitCommit(): string | undefined {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: BENCH_DIR, encoding: 'utf8' }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes bench/results/<suite>.json and returns its path. */
+export async function writeResult(
+  suite: Pick<Suite, 'name' | 'description'>,
+  result: SuiteResult,
+  extra: { durationMs: number },
+): Promise<string> {
+  await fs.mkdir(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, `${suite.name}.json`);
+  const body = {
+    suite: suite.name,
+    description: suite.description,
+    timestamp: new Date().toISOString(),
+    durationMs: Math.round(extra.durationMs),
+    machine: machineInfo(),
+    ...result,
+  };
+  await fs.writeFile(file, `${JSON.stringify(body, null, 2)}\n`);
+  return file;
+}
+
+const formatNumber = (n: number | undefined) =>
+  n === undefined || Number.isNaN(n) ? '' : Math.abs(n) >= 100 ? n.toFixed(0) : n.toFixed(2);
+
+/** The suite's rows as a table; a missed target reads FAIL in red, so it cannot be overlooked. */
+export function formatSuite(suite: Pick<Suite, 'name' | 'description'>, result: SuiteResult): string {
+  const table = new Table({
+    head: ['metric', 'value', 'unit', 'baseline', 'ratio', 'target', 'result'].map((h) => chalk.bold(h)),
+    style: { head: [], border: [] },
+  });
+  for (const row of result.rows) {
+    const verdict = row.pass === undefined ? '' : row.pass ? chalk.green('PASS') : chalk.red.bold('FAIL');
+    table.push([
+      row.metric,
+      formatNumber(row.value),
+      row.unit,
+      formatNumber(row.baseline),
+      formatNumber(row.ratio),
+      row.target ?? '',
+      verdict,
+    ]);
+  }
+  const lines = [chalk.bold(`${suite.name}`) + chalk.dim(` — ${suite.description}`), table.toString()];
+  for (const note of result.notes ?? []) lines.push(chalk.dim(`  · ${note}`));
+  for (const artifact of result.artifacts ?? []) lines.push(chalk.dim(`  artifact: ${artifact}`));
+  return lines.join('\n');
+}
+
+/** Progress lines go to stderr so stdout holds only the tables. */
+export function progress(message: string): void {
+  process.stderr.write(chalk.dim(`  ${message}\n`));
+}
