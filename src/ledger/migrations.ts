@@ -63,4 +63,20 @@ export const migrations: Migration[] = [
       await db.schema.withSchema(schema).dropTableIfExists('operations');
     },
   },
+  {
+    name: '003_queue_settings',
+    async up(db, schema) {
+      // What an operator set on a queue that must outlive Redis: a wiped Redis forgets that a queue
+      // was paused, and rebuild puts it back from here.
+      await db.schema.withSchema(schema).createTable('queue_settings', (t) => {
+        t.text('queue').primary();
+        t.boolean('paused').notNullable().defaultTo(false);
+        t.text('updated_by');
+        t.timestamp('updated_at', { useTz: true }).notNullable().defaultTo(db.fn.now());
+      });
+    },
+    async down(db, schema) {
+      await db.schema.withSchema(schema).dropTableIfExists('queue_settings');
+    },
+  },
 ];
