@@ -1,0 +1,238 @@
+/**
+ * Worker throughput with the ledger on, against a raw BullMQ Worker on the same Redis, in one run.
+ *
+ * Both sides process the same number of no-op jobs with the same concurrency and the same job
+ * options (`jobOptionsFor`: attempts, backoff, retention), on queues under the same prefix. Only the
+ * processing is timed: jobs are enqueued first with no worker running, and the clock runs from the
+ * first `active` event to the last `completed` one. Rounds alternate in ABBA order (raw, effects,
+ * effects, raw, ...) after an untimed warm-up, and each side reports its median.
+ *
+ * Logs: the effects worker logs as in production, at `info` (checking / doing / finished per job),
+ * through pino into a synchronous /dev/null destination: serialising and writing every line is paid,
+ * only the reader of the stream is missing. Raw BullMQ has no job logging, so it writes nothing. A third
+ * variant runs the effects worker with logging at `warn`, to show what the info lines cost.
+ */
+import { Queue, Worker, type Job } from 'bullmq';
+import knexFactory from 'knex';
+import { pino } from 'pino';
+import { createEffects } from '../../src/core/effects.js';
+import { createLogger, type Logger } from '../../src/core/logger.js';
+import { Runtime } from '../../src/core/runtime.js';
+import { resolveSettings } from '../../src/config/settings.js';
+import { validateConfig } from '../../src/config/schema.js';
+import { defineEffect } from '../../src/config/define.js';
+import { migrate } from '../../src/ledger/migrate.js';
+import { jobOptionsFor } from '../../src/queue/queues.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { startWorker } from '../../src/worker/worker.js';
+import { deleteKeys } from '../../test/helpers.js';
+import {
+  DATABASE_URL,
+  REDIS_URL,
+  benchNamespace,
+  median,
+  progress,
+  round,
+  sampleRss,
+  type BenchRow,
+  type Suite,
+} from '../lib.js';
+
+const JOBS = Number(process.env.BENCH_JOBS ?? 20_000);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const WARMUP_JOBS = Math.min(2_000, JOBS);
+const CONCURRENCY = 50;
+const TARGET = 0.75;
+const EVENT = 'bench_tick';
+const EFFECT = 'bench-noop';
+const RAW_QUEUE = 'bench-raw-noop';
+
+type Side = 'raw' | 'effects' | 'effects-quiet';
+
+interface RunFigures {
+  jobsPerSec: number;
+  ms: number;
+  failed: number;
+  rssPeakMb: number;
+}
+
+export const suite: Suite = {
+  name: 'worker-throughput',
+  description: `${JOBS} no-op jobs, concurrency ${CONCURRENCY}: effects worker (ledger on) vs raw BullMQ Worker`,
+  async run() {
+    const { prefix, schema } = benchNamespace('worker-throughput');
+    const config = validateConfig({
+      effects: [defineEffect({ name: EFFECT, on: EVENT, concurrency: CONCURRENCY, run() {} })],
+    });
+    const flags = { redis: REDIS_URL, db: DATABASE_URL, prefix, schema };
+    const settings = resolveSettings(config, flags, {});
+    const jobOptions = jobOptionsFor(settings.effects[0], settings, 'placeholder');
+    const admin = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 2 } });
+    const redis = createRedis(REDIS_URL);
+    const emitter = createEffects(config, { flags });
+    const rawQueue = new Queue(RAW_QUEUE, { connection: redis, prefix });
+    const effectQueue = new Queue(EFFECT, { connection: redis, prefix });
+    let rawSeq = 0;
+
+    /** Raw side: the same thin data and job options, ids in the same shape as ledger job ids. */
+    const enqueueRaw = async (count: number) => {
+      for (let start = 0; start < count; start += 1000) {
+        const batch = Array.from({ length: Math.min(1000, count - start) }, () => {
+          const n = ++rawSeq;
+          return { name: EVENT, data: { event: EVENT, id: String(n) }, opts: { ...jobOptions, jobId: `raw-${n}` } };
+        });
+        await rawQueue.addBulk(batch);
+      }
+    };
+
+    /** Effects side: every job through `emit`, so each has its ledger row, as in production. */
+    const enqueueEffects = async (count: number) => {
+      let next = 0;
+      const lanes = Array.from({ length: 32 }, async () => {
+        while (next < count) {
+          next += 1;
+          await emitter.emit(EVENT, `${next}`);
+        }
+      });
+      await Promise.all(lanes);
+    };
+
+    /** Times one drain: first `active` to the count-th `completed`, failures counted too. */
+    const drain = (worker: Worker, count: number) =>
+      new Promise<{ ms: number; failed: number }>((resolve) => {
+        let first = 0;
+        let finished = 0;
+        let failed = 0;
+        const finish = () => {
+          finished += 1;
+          if (finished === count) resolve({ ms: performance.now() - first, failed });
+        };
+        worker.on('active', () => {
+          if (first === 0) first = performance.now();
+        });
+        worker.on('completed', finish);
+        worker.on('failed', () => {
+          failed += 1;
+          finish();
+        });
+      });
+
+    const runRaw = async (count: number): Promise<RunFigures> => {
+      await enqueueRaw(count);
+      const rss = sampleRss();
+      const worker = new Worker(RAW_QUEUE, async (_job: Job) => undefined, {
+        connection: redis,
+        prefix,
+        concurrency: CONCURRENCY,
+        lockDuration: settings.worker.lockDurationMs,
+        stalledInterval: settings.worker.stalledIntervalMs,
+        autorun: false,
+      });
+      worker.on('error', () => {});
+      const done = drain(worker, count);
+      void worker.run();
+      const { ms, failed } = await done;
+      await worker.close();
+      const { peakMb } = rss.stop();
+      await rawQueue.obliterate({ force: true });
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb };
+    };
+
+    const runEffects = async (count: number, logLevel: 'info' | 'warn'): Promise<RunFigures> => {
+      await enqueueEffects(count);
+      const rss = sampleRss();
+      const logger: Logger = createLogger({
+        level: logLevel,
+        pretty: false,
+        // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
+        destination: pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream,
+      });
+      const runtime = new Runtime(settings, { logger });
+      // startWorker starts consuming at once; the queue stays paused until the listeners are attached.
+      await effectQueue.pause();
+      const handle = await startWorker(runtime, { concurrency: CONCURRENCY });
+      const done = drain(handle.workers[0], count);
+      await effectQueue.resume();
+      const { ms, failed } = await done;
+      await handle.close({ timeoutMs: 10_000 });
+      const { peakMb } = rss.stop();
+      const pending = await admin.withSchema(schema).table('ledger').whereNot('status', 'done').count<{ count: string }[]>('* as count');
+      if (Number(pending[0].count) !== 0) throw new Error(`${pending[0].count} ledger rows not done after the drain`);
+      await effectQueue.obliterate({ force: true });
+      // Every round starts from an empty ledger, so later rounds do not work on a larger index.
+      await admin.withSchema(schema).table('ledger').del();
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb };
+    };
+
+    const results: Record<Side, RunFigures[]> = { raw: [], effects: [], 'effects-quiet': [] };
+    const runSide = async (side: Side, count = JOBS) => {
+      const figures =
+        side === 'raw' ? await runRaw(count) : await runEffects(count, side === 'effects' ? 'info' : 'warn');
+      progress(`${side}: ${Math.round(figures.jobsPerSec)} jobs/s (${Math.round(figures.ms)} ms, ${figures.failed} failed)`);
+      return figures;
+    };
+
+    try {
+      await migrate(admin, schema);
+      progress(`warm-up: ${WARMUP_JOBS} jobs per side`);
+      await runSide('raw', WARMUP_JOBS);
+      await runSide('effects', WARMUP_JOBS);
+      const order: Side[] = ['raw', 'effects', 'effects-quiet'];
+      for (let round = 0; round < ROUNDS; round += 1) {
+        // ABBA: alternate the order so drift in machine load does not favour one side.
+        for (const side of round % 2 === 0 ? order : [...order].reverse()) {
+          results[side].push(await runSide(side));
+        }
+      }
+    } finally {
+      await emitter.close();
+      await Promise.allSettled([rawQueue.close(), effectQueue.close()]);
+      await deleteKeys(redis, `${prefix}:*`);
+      await admin.raw('drop schema if exists ?? cascade', [schema]);
+      await admin.destroy();
+      redis.disconnect();
+    }
+
+    const med = (side: Side) => median(results[side].map((r) => r.jobsPerSec));
+    const raw = med('raw');
+    const effects = med('effects');
+    const quiet = med('effects-quiet');
+    const ratio = effects / raw;
+    const failed = Object.values(results).flat().reduce((n, r) => n + r.failed, 0);
+    const rows: BenchRow[] = [
+      { metric: 'raw BullMQ worker', value: round(raw, 0), unit: 'jobs/s' },
+      {
+        metric: 'effects worker (ledger on, info logs)',
+        value: round(effects, 0),
+        unit: 'jobs/s',
+        baseline: round(raw, 0),
+        ratio: round(ratio, 3),
+        target: `ratio >= ${TARGET}`,
+        pass: ratio >= TARGET,
+      },
+      {
+        metric: 'effects worker (ledger on, logs at warn)',
+        value: round(quiet, 0),
+        unit: 'jobs/s',
+        baseline: round(raw, 0),
+        ratio: round(quiet / raw, 3),
+      },
+      { metric: 'failed jobs (all runs)', value: failed, unit: 'jobs', target: '= 0', pass: failed === 0 },
+      {
+        metric: 'peak RSS during effects runs',
+        value: Math.max(...results.effects.map((r) => r.rssPeakMb)),
+        unit: 'MB',
+      },
+    ];
+    const perRun = (side: Side) => results[side].map((r) => Math.round(r.jobsPerSec)).join(', ');
+    return {
+      rows,
+      notes: [
+        `median of ${ROUNDS} alternating (ABBA) runs per side after a ${WARMUP_JOBS}-job warm-up; per run: ` +
+          `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at warn [${perRun('effects-quiet')}]`,
+        'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
+        'same Redis, prefix, concurrency and job options on both sides; effects logs 3 info lines per job to /dev/null (sync pino), raw logs nothing',
+      ],
+    };
+  },
+};
