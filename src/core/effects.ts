@@ -33,6 +33,11 @@ export interface CreateEffectsOptions extends RuntimeOptions {
   /** Connection overrides, as the CLI's flags. */
   flags?: ConnectionFlags;
   logger?: Logger;
+  /**
+   * How long `emit` (without a transaction) and `close` wait for a push. While Redis is down a push
+   * waits for it to come back; the endpoint must not. @defaultValue 2000
+   */
+  pushTimeoutMs?: number;
 }
 
 export function createEffects(config: EffectsConfig, options: CreateEffectsOptions = {}): Effects {
@@ -40,6 +45,18 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   const runtime = new Runtime(settings, options);
   const log = runtime.logger;
   const inFlight = new Set<Promise<unknown>>();
+  const pushTimeoutMs = options.pushTimeoutMs ?? 2000;
+  /** Resolves when `promise` settles or the push timeout passes, whichever is first. */
+  const bounded = (promise: Promise<unknown>) => {
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      promise,
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, pushTimeoutMs);
+        timer.unref();
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
 
   const push = (rows: Awaited<ReturnType<Runtime['ledger']['owe']>>) => {
     const pushing = pushRows(runtime, rows)
@@ -73,12 +90,13 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
           () => log.debug({ event, id }, 'transaction rolled back; nothing to push'),
         );
       } else {
-        await push(rows);
+        // The push goes on in the background past the timeout; the rows are safe in the ledger.
+        await bounded(push(rows));
       }
       return { ledgerIds: rows.map((r) => r.id), effects };
     },
     async close() {
-      await Promise.allSettled([...inFlight]);
+      await bounded(Promise.allSettled([...inFlight]));
       await runtime.close();
     },
   };
