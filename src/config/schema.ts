@@ -1,12 +1,27 @@
 import { z } from 'zod';
-import { closest } from 'fastest-levenshtein';
+import { closest, distance } from 'fastest-levenshtein';
+import { parseDuration } from '../core/duration.js';
 import { ConfigError, type ConfigIssue } from '../core/errors.js';
 import type { EffectsConfig } from './types.js';
 
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', {
   message: 'expected a function',
 });
-const durationLike = z.union([z.string(), z.number().nonnegative()]);
+/** Checked here with the one duration parser, so a bad duration is reported with every other error. */
+const durationText = z.string().refine(
+  (text) => {
+    try {
+      parseDuration(text);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'expected a duration like 90s, 15m, 2h or 3d' },
+);
+const durationLike = z.union([durationText, z.number().nonnegative()], {
+  error: 'expected a duration like 90s, 15m, 2h or 3d, or milliseconds',
+});
 const queueName = z
   .string()
   .min(1)
@@ -52,7 +67,7 @@ const configSchema = z.strictObject({
     })
     .optional(),
   scheduler: z
-    .strictObject({ every: z.string().optional(), lookback: z.string().optional() })
+    .strictObject({ every: durationText.optional(), lookback: durationText.optional() })
     .optional(),
   retention: z
     .strictObject({ completedAge: durationLike.optional(), failedAge: durationLike.optional() })
@@ -86,28 +101,44 @@ export function validateConfig(input: unknown, source?: string): EffectsConfig {
       if (issue.code === 'unrecognized_keys') {
         const known = knownKeys(issue.path);
         for (const key of issue.keys) {
-          const suggestion = known.length ? closest(key, known) : undefined;
+          const suggestion = suggest(key, known);
           issues.push({
             path: path ? `${path}.${key}` : key,
             message: `unknown key${suggestion ? `; did you mean "${suggestion}"?` : ''}`,
           });
         }
+      } else if (issue.path.length === 0) {
+        issues.push({ path, message: 'expected an object: export default defineConfig({ effects: [...] })' });
       } else {
         issues.push({ path, message: issue.message });
       }
     }
-  } else {
-    const seen = new Map<string, number>();
-    result.data.effects.forEach((effect, index) => {
-      const first = seen.get(effect.name);
-      if (first !== undefined) {
-        issues.push({
-          path: `effects.${index}.name`,
-          message: `duplicate effect name "${effect.name}" (also effects.${first})`,
-        });
-      } else seen.set(effect.name, index);
-    });
   }
-  if (issues.length) throw new ConfigError(issues, source);
+  // Checked on the raw input, not only after a clean parse: every error at once includes duplicates.
+  issues.push(...duplicateNames(input));
+  if (issues.length || !result.success) throw new ConfigError(issues, source);
   return result.data as EffectsConfig;
+}
+
+/** The closest known key, when it is close enough to be a typo rather than a different word. */
+function suggest(key: string, known: string[]): string | undefined {
+  if (known.length === 0) return undefined;
+  const candidate = closest(key, known);
+  return distance(key, candidate) <= Math.max(2, Math.floor(candidate.length / 3)) ? candidate : undefined;
+}
+
+function duplicateNames(input: unknown): ConfigIssue[] {
+  const effects = (input as { effects?: unknown } | null)?.effects;
+  if (!Array.isArray(effects)) return [];
+  const issues: ConfigIssue[] = [];
+  const seen = new Map<string, number>();
+  effects.forEach((effect, index) => {
+    const name = (effect as { name?: unknown } | null)?.name;
+    if (typeof name !== 'string') return;
+    const first = seen.get(name);
+    if (first !== undefined) {
+      issues.push({ path: `effects.${index}.name`, message: `duplicate effect name "${name}" (also effects.${first})` });
+    } else seen.set(name, index);
+  });
+  return issues;
 }
