@@ -20,6 +20,9 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--prefix <prefix>', 'BullMQ key prefix (default: effects)').env('EFFECTS_PREFIX'))
     .addOption(new Option('--schema <schema>', 'PostgreSQL schema of the ledger (default: effects)').env('EFFECTS_SCHEMA'))
     .addOption(new Option('--config <path>', 'config file (default: ./effects.config.{ts,mjs,js})').env('EFFECTS_CONFIG'))
+    .addOption(
+      new Option('--actor <name>', 'who runs this, for the audit trail (default: the OS user)').env('EFFECTS_ACTOR'),
+    )
     .option('--json', 'machine-readable output on stdout, nothing else')
     .option('--no-color', 'plain output (also NO_COLOR)')
     .addHelpText(
