@@ -43,23 +43,32 @@ export interface TestServices {
   cleanup(): Promise<void>;
 }
 
-export async function setupServices(name: string): Promise<TestServices> {
+/**
+ * @param servers another Redis or PostgreSQL than the shared ones, e.g. a private server from
+ *   test/servers.ts that the test kills or wipes.
+ */
+export async function setupServices(
+  name: string,
+  servers: { redisUrl?: string; databaseUrl?: string } = {},
+): Promise<TestServices> {
   const { prefix, schema } = namespaceFor(name);
-  const db = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 4 } });
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  const redisUrl = servers.redisUrl ?? REDIS_URL;
+  const databaseUrl = servers.databaseUrl ?? DATABASE_URL;
+  const db = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 4 } });
+  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
   const runtimes: Runtime[] = [];
   const settings = (config: Partial<EffectsConfig> = {}) =>
     resolveSettings(validateConfig({ effects: [], ...config }), {
-      redis: REDIS_URL,
-      db: DATABASE_URL,
+      redis: redisUrl,
+      db: databaseUrl,
       prefix,
       schema,
     }, {});
   return {
     prefix,
     schema,
-    redisUrl: REDIS_URL,
-    databaseUrl: DATABASE_URL,
+    redisUrl,
+    databaseUrl,
     db,
     redis,
     settings,

@@ -61,11 +61,13 @@ export interface PrivateRedis {
   stop(): Promise<void>;
 }
 
-export async function startPrivateRedis(): Promise<PrivateRedis> {
+export async function startPrivateRedis(options: { password?: string } = {}): Promise<PrivateRedis> {
   const port = await freePort();
   let child: ChildProcess | undefined;
+  // With a password, clients must AUTH: the secrets tests need a real credential to leak (or not).
+  const auth = options.password ? ['--requirepass', options.password] : [];
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...auth], {
       stdio: 'ignore',
     });
     await waitForPort(port);
@@ -77,7 +79,10 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     child = undefined;
   };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}`, start, kill, stop: kill };
+  const url = options.password
+    ? `redis://:${encodeURIComponent(options.password)}@127.0.0.1:${port}`
+    : `redis://127.0.0.1:${port}`;
+  return { port, url, start, kill, stop: kill };
 }
 
 export interface PrivatePostgres {
