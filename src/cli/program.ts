@@ -45,6 +45,6 @@ Examples:
   registerScheduler(program, setExitCode);
   registerStatus(program);
   registerMigrate(program);
-  registerRebuild(program);
+  registerRebuild(program, setExitCode);
   return program;
 }

@@ -133,6 +133,17 @@ export class Ledger {
     return ((await query) as DbLedgerRow[]).map(fromDb);
   }
 
+  /** How many rows a scan of this window would read (the total of a progress bar). */
+  async countPending(scan: Omit<PendingScan, 'after' | 'limit'>): Promise<number> {
+    const query = this.table()
+      .where('status', 'pending')
+      .andWhere('created_at', '>=', new Date(scan.since))
+      .andWhere('created_at', '<', new Date(scan.until ?? Date.now()));
+    if (scan.effects?.length) query.whereIn('effect', scan.effects);
+    const [row] = (await query.count<Array<{ count: string }>>('* as count')) as Array<{ count: string }>;
+    return Number(row?.count ?? 0);
+  }
+
   /** Rows per effect and status, for `effects status`. */
   async countByEffect(): Promise<EffectCounts[]> {
     const rows = (await this.table()

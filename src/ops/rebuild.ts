@@ -1,8 +1,12 @@
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
+import { chunkSizeForRate, TokenBucket } from '../core/token-bucket.js';
+import { assertMigrated } from '../ledger/migrate.js';
 import type { LedgerRow } from '../ledger/rows.js';
 import { jobIdForRow, redisKeys } from '../queue/keys.js';
 import { pushRows } from '../queue/push.js';
+import { audited } from './audit.js';
+import { restoreQueueSettings, type RestoredQueue } from './restore-queues.js';
 
 export interface RebuildOptions {
   /** Pending rows created at or after this time (epoch ms). */
@@ -11,92 +15,213 @@ export interface RebuildOptions {
   until?: number;
   /** Only these effects. @defaultValue all */
   effects?: string[];
-  /** At most this many jobs per second. @defaultValue unlimited */
+  /** At most this many jobs enqueued per second. @defaultValue unlimited */
   rate?: number;
+  /** Count what would be enqueued; change nothing. @defaultValue false */
   dryRun?: boolean;
-  /** Rows read per page. @defaultValue 1000 */
+  /** Who runs it, for the audit trail. @defaultValue the OS user (defaultActor) */
+  actor?: string;
+  /** Why, for the audit trail. @defaultValue none */
+  reason?: string;
+  /** Write an operation record (dry runs never do). @defaultValue true */
+  audit?: boolean;
+  /** Ledger rows read per page. @defaultValue 2000 */
   pageSize?: number;
+  /** Jobs per addBulk when unthrottled; with a rate, smaller chunks keep the pace smooth. @defaultValue 500 */
+  chunkSize?: number;
+  /** Called after every chunk, with the running counts. */
   onProgress?(progress: RebuildResult): void;
+  /** Stops between chunks; the result then says `interrupted` and a re-run continues. */
   signal?: AbortSignal;
 }
 
 export interface RebuildResult {
+  /** Pending rows read from the ledger. */
   scanned: number;
+  /** Jobs added (or that would be, on a dry run), re-driven ones included. */
   enqueued: number;
+  /** Rows whose job is alive (waiting, delayed, active, paused): counted, not duplicated. */
   alreadyQueued: number;
+  /** Of `enqueued`: rows whose job BullMQ still held as completed or failed, removed and added again. */
+  redriven: number;
+  /** Queues whose configured limits or paused state were put back after a Redis wipe. */
+  restored: RestoredQueue[];
   dryRun: boolean;
+  /** Stopped by the signal before the end of the window. */
+  interrupted: boolean;
 }
+
+const DEFAULT_PAGE_SIZE = 2000;
+const DEFAULT_CHUNK_SIZE = 500;
 
 /**
  * Re-drives what the ledger says is owed: every pending row in the window gets a job unless one is
- * alive (waiting, delayed, active). A job BullMQ still holds as completed or failed while the row is
- * pending is not alive: it is removed and pushed again, or the effect would be lost.
- * Pages through the ledger with a keyset cursor, so memory stays flat.
+ * alive. A job BullMQ still holds as completed or failed while the row is pending is not alive: it is
+ * removed and added again, or the effect would be lost. Pages through the ledger with a keyset
+ * cursor (the next page is read while this one is enqueued), so memory stays flat. After a Redis
+ * wipe it first puts back the queues' configured limits and paused state.
  */
-export async function rebuild(runtime: Runtime, options: RebuildOptions): Promise<RebuildResult> {
-  const until = options.until ?? Date.now();
-  if (options.since >= until) throw new UsageError('--since must be before --until.');
-  const pageSize = options.pageSize ?? 1000;
-  const result: RebuildResult = { scanned: 0, enqueued: 0, alreadyQueued: 0, dryRun: Boolean(options.dryRun) };
-  const startedAt = Date.now();
-  let after: { createdAt: Date; id: string } | undefined;
+export async function rebuild(
+  runtime: Runtime,
+  options: RebuildOptions,
+): Promise<RebuildResult & { operationId?: string }> {
+  const window = checkWindow(options);
+  await assertMigrated(runtime.db, runtime.settings.schema);
+  await checkEffects(runtime, options.effects);
+  const run = () => scanAndEnqueue(runtime, { ...options, ...window });
+  if (options.dryRun || options.audit === false) return run();
+  return audited(
+    runtime,
+    {
+      command: 'rebuild',
+      actor: options.actor,
+      reason: options.reason,
+      filter: {
+        since: new Date(window.since).toISOString(),
+        until: new Date(window.until).toISOString(),
+        ...(options.effects?.length ? { effects: options.effects } : {}),
+        ...(options.rate ? { rate: options.rate } : {}),
+      },
+    },
+    run,
+    {
+      counts: (r) => ({ scanned: r.scanned, enqueued: r.enqueued, alreadyQueued: r.alreadyQueued, redriven: r.redriven }),
+      interrupted: (r) => r.interrupted,
+    },
+  );
+}
 
-  for (;;) {
-    if (options.signal?.aborted) break;
-    const rows = await runtime.ledger.scanPending({
-      since: options.since,
-      until,
-      effects: options.effects,
-      after,
-      limit: pageSize,
-    });
-    if (rows.length === 0) break;
-    const last = rows[rows.length - 1];
-    after = { createdAt: last.createdAt, id: last.id };
-    result.scanned += rows.length;
-
-    const { dead, finished } = await partitionByLiveness(runtime, rows);
-    result.alreadyQueued += rows.length - dead.length;
-    if (!options.dryRun && dead.length) {
-      await removeFinishedJobs(runtime, finished);
-      if (options.rate) await pace(startedAt, result.enqueued + dead.length, options.rate, options.signal);
-      await pushRows(runtime, dead);
-    }
-    result.enqueued += dead.length;
-    options.onProgress?.({ ...result });
-    if (rows.length < pageSize) break;
+function checkWindow(options: RebuildOptions, now = Date.now()): { since: number; until: number } {
+  const until = options.until ?? now;
+  if (!Number.isFinite(options.since)) throw new UsageError('--since is required: a duration before now (3h) or an ISO timestamp.');
+  if (options.since > now) {
+    throw new UsageError(`--since ${new Date(options.since).toISOString()} is in the future; expected a time before now.`);
   }
+  if (options.since >= until) {
+    throw new UsageError(
+      `--since ${new Date(options.since).toISOString()} is not before --until ${new Date(until).toISOString()}; expected since < until.`,
+    );
+  }
+  if (options.rate !== undefined && !(options.rate > 0)) {
+    throw new UsageError(`--rate ${options.rate} is not a positive rate; expected something like 50/s.`);
+  }
+  return { since: options.since, until };
+}
+
+/** With a config, effects are what it defines; without one, what the ledger has rows for. */
+async function checkEffects(runtime: Runtime, effects: string[] | undefined): Promise<void> {
+  if (!effects?.length) return;
+  const configured = [...runtime.effectsByName.keys()];
+  const known = configured.length ? configured : (await runtime.ledger.countByEffect()).map((c) => c.effect);
+  const unknown = effects.filter((e) => !known.includes(e));
+  if (unknown.length) {
+    throw new UsageError(
+      `Unknown effect(s): ${unknown.join(', ')}. Known: ${known.join(', ') || '(none)'}.`,
+    );
+  }
+}
+
+async function scanAndEnqueue(
+  runtime: Runtime,
+  options: RebuildOptions & { since: number; until: number },
+): Promise<RebuildResult> {
+  const dryRun = Boolean(options.dryRun);
+  const result: RebuildResult = {
+    scanned: 0,
+    enqueued: 0,
+    alreadyQueued: 0,
+    redriven: 0,
+    restored: [],
+    dryRun,
+    interrupted: false,
+  };
+  result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun });
+
+  const chunkSize = chunkSizeForRate(options.rate, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
+  const bucket = options.rate ? new TokenBucket(options.rate, { burst: chunkSize }) : undefined;
+  const aborted = () => Boolean(options.signal?.aborted);
+
+  for await (const rows of pendingPages(runtime, options)) {
+    if (aborted()) break;
+    result.scanned += rows.length;
+    const { missing, finished } = await partitionByLiveness(runtime, rows);
+    // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
+    const redrive = finished.length ? await stillPending(runtime, finished) : [];
+    const toEnqueue = redrive.length ? [...missing, ...redrive] : missing;
+    result.alreadyQueued += rows.length - toEnqueue.length;
+
+    if (dryRun) {
+      result.enqueued += toEnqueue.length;
+      result.redriven += redrive.length;
+      options.onProgress?.({ ...result });
+      continue;
+    }
+    if (redrive.length) await removeJobs(runtime, redrive);
+    for (let i = 0; i < toEnqueue.length && !aborted(); i += chunkSize) {
+      const chunk = toEnqueue.slice(i, i + chunkSize);
+      await bucket?.take(chunk.length, options.signal);
+      if (aborted()) break;
+      await pushRows(runtime, chunk);
+      result.enqueued += chunk.length;
+      options.onProgress?.({ ...result });
+    }
+    result.redriven += redrive.length;
+  }
+  result.interrupted = aborted();
   return result;
 }
 
-/** One pipeline per page: a job is alive when its hash exists and it has not finished. */
+/** Keyset pages of pending rows; the next page is already being read while the caller works on this one. */
+async function* pendingPages(
+  runtime: Runtime,
+  options: { since: number; until: number; effects?: string[]; pageSize?: number },
+): AsyncGenerator<LedgerRow[]> {
+  const limit = options.pageSize ?? DEFAULT_PAGE_SIZE;
+  const read = (after?: LedgerRow) =>
+    runtime.ledger.scanPending({
+      since: options.since,
+      until: options.until,
+      effects: options.effects,
+      after: after && { createdAt: after.createdAt, id: after.id },
+      limit,
+    });
+  let next: Promise<LedgerRow[]> | undefined = read();
+  while (next) {
+    const rows: LedgerRow[] = await next;
+    next = rows.length === limit ? read(rows[rows.length - 1]) : undefined;
+    // A prefetched page that fails while the caller is busy must not become an unhandled rejection.
+    next?.catch(() => undefined);
+    if (rows.length) yield rows;
+  }
+}
+
+/**
+ * One pipeline per page. A job is alive when its hash exists and it has no `finishedOn`; BullMQ
+ * clears that field whenever it moves a finished job back to wait.
+ */
 async function partitionByLiveness(runtime: Runtime, rows: LedgerRow[]) {
   const keys = redisKeys(runtime.settings.prefix);
   const pipeline = runtime.redis.pipeline();
   for (const row of rows) pipeline.hmget(keys.job(row.effect, jobIdForRow(row.id)), 'timestamp', 'finishedOn');
   const replies = (await pipeline.exec()) ?? [];
-  const dead: LedgerRow[] = [];
+  const missing: LedgerRow[] = [];
   const finished: LedgerRow[] = [];
   rows.forEach((row, i) => {
     const [error, value] = replies[i] ?? [];
     if (error) throw error;
     const [timestamp, finishedOn] = value as [string | null, string | null];
-    if (timestamp === null) dead.push(row);
-    else if (finishedOn !== null) {
-      dead.push(row);
-      finished.push(row);
-    }
+    if (timestamp === null) missing.push(row);
+    else if (finishedOn !== null) finished.push(row);
   });
-  return { dead, finished };
+  return { missing, finished };
 }
 
-async function removeFinishedJobs(runtime: Runtime, rows: LedgerRow[]): Promise<void> {
+async function stillPending(runtime: Runtime, rows: LedgerRow[]): Promise<LedgerRow[]> {
+  const current = await runtime.ledger.findByIds(rows.map((r) => r.id));
+  return rows.filter((r) => current.get(r.id)?.status === 'pending');
+}
+
+/** A finished job keeps its id; it has to go before `add` with that id creates a job again. */
+async function removeJobs(runtime: Runtime, rows: LedgerRow[]): Promise<void> {
   await Promise.all(rows.map((row) => runtime.queues.get(row.effect).remove(jobIdForRow(row.id))));
-}
-
-/** Sleeps just enough that `done` jobs since `startedAt` stay at or under `rate` per second. */
-async function pace(startedAt: number, done: number, rate: number, signal?: AbortSignal): Promise<void> {
-  const due = startedAt + (done / rate) * 1000;
-  const wait = due - Date.now();
-  if (wait > 0 && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, wait));
 }

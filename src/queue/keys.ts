@@ -23,12 +23,23 @@ export function rowIdFromJobId(jobId: string | undefined): string | undefined {
 
 export const isInternalQueue = (name: string) => name.startsWith(INTERNAL_QUEUE_PREFIX);
 
+/**
+ * A field we set in a queue's BullMQ `meta` hash once its configured limits and paused state are in
+ * place. It lives and dies with the meta hash, so its absence means Redis lost them (a wipe).
+ */
+export const SETTINGS_APPLIED_FIELD = '__effects_settings_applied';
+
 export const redisKeys = (prefix: string) => ({
   queue: (queue: string, suffix: string) => `${prefix}:${queue}:${suffix}`,
   job: (queue: string, jobId: string) => `${prefix}:${queue}:${jobId}`,
   /** `meta` hashes mark every BullMQ queue; discovery scans for them. */
   metaPattern: `${prefix}:*:meta`,
+  /** The active ramp plan (JSON); absent when no ramp is active. */
   ramp: `${prefix}:${INTERNAL_QUEUE_PREFIX}:ramp`,
+  /** The last ramp that ended (finished, cancelled or replaced), kept a day for `ramp status`. */
+  rampLast: `${prefix}:${INTERNAL_QUEUE_PREFIX}:ramp-last`,
+  /** Set with a short expiry by every scheduler applying ramps, so `--detach` can say whether one runs. */
+  rampApplier: `${prefix}:${INTERNAL_QUEUE_PREFIX}:ramp-applier`,
   alerted: (queue: string, jobId: string) => `${prefix}:${INTERNAL_QUEUE_PREFIX}:alerted:${queue}:${jobId}`,
   replayCount: (queue: string) => `${prefix}:${INTERNAL_QUEUE_PREFIX}:replays:${queue}`,
   queueSettings: `${prefix}:${INTERNAL_QUEUE_PREFIX}:queue-settings`,

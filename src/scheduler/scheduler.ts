@@ -42,7 +42,8 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
     SCHEDULER_QUEUE,
     async (job) => {
       const lookback = Number(job.data?.lookbackMs ?? lookbackMs);
-      const result = await rebuild(runtime, { since: Date.now() - lookback });
+      // Hourly housekeeping, not an operator action: logged, not written to the audit trail.
+      const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false });
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
       options.onRebuild?.(result);
       return result;

@@ -1,52 +1,118 @@
 import type { Command } from 'commander';
-import { rebuild } from '../../ops/rebuild.js';
+import { formatDuration } from '../../core/duration.js';
+import { ExitCode } from '../../core/errors.js';
+import { rebuild, type RebuildOptions, type RebuildResult } from '../../ops/rebuild.js';
+import type { RestoredQueue } from '../../ops/restore-queues.js';
+import { confirmBulk } from '../confirm.js';
 import { CommandContext } from '../context.js';
 import { listArg, rateArg, timeArg } from '../parsers.js';
-import { UsageError } from '../../core/errors.js';
+import { progressBar } from '../progress.js';
 
-export function registerRebuild(program: Command): void {
+/** Below this many rows a run is over before a bar would be worth drawing. */
+const PROGRESS_ABOVE = 1000;
+
+export function registerRebuild(program: Command, setExitCode: (code: number) => void = () => {}): void {
   program
     .command('rebuild')
     .description('enqueue every pending ledger row in a window that has no live job')
     .requiredOption('--since <time>', 'rows created since: a duration before now (3h) or an ISO timestamp', timeArg)
     .option('--until <time>', 'rows created before (default: now)', timeArg)
     .option('--effect <names>', 'only these effects, comma-separated', listArg)
-    .option('--rate <n/s>', 'at most this many jobs per second', rateArg)
+    .option('--rate <n/s>', 'at most this many jobs per second (default: unlimited)', rateArg)
     .option('--dry-run', 'count what would be enqueued, change nothing')
+    .option('--yes', 'do not ask for confirmation (needed above 100 jobs without a terminal)')
+    .option('--reason <text>', 'why, for the audit trail')
     .addHelpText(
       'after',
       `
+Prints scanned / enqueued / already queued. Rows whose job is alive are counted, not
+duplicated; a job BullMQ still holds as completed or failed while the ledger says pending is
+re-driven. After a Redis wipe it first puts back each queue's configured limits and the paused
+state an operator left it in. Ctrl-C stops between chunks; a re-run continues.
+
 Examples:
-  $ effects rebuild --since 3h
+  $ effects rebuild --since 3h --dry-run
   $ effects rebuild --since 2026-11-25T22:00:00Z --until 2026-11-26T02:00:00Z --effect notify-crm
-  $ effects rebuild --since 1d --rate 200/s --dry-run --json`,
+  $ effects rebuild --since 1d --rate 200/s --yes --reason "Redis failover at 02:10" --json`,
     )
     .action(async (opts, command: Command) => {
       const ctx = await CommandContext.from(command);
-      if (opts.since > Date.now()) throw new UsageError('--since is in the future; expected a time before now.');
-      const unknown = (opts.effect as string[] | undefined)?.filter((e) => ctx.config && !ctx.settings.effects.some((d) => d.name === e));
-      if (unknown?.length) {
-        throw new UsageError(
-          `Unknown effect(s): ${unknown.join(', ')}. Known: ${ctx.settings.effects.map((e) => e.name).join(', ')}.`,
-        );
-      }
       const runtime = ctx.runtime();
+      const controller = new AbortController();
+      const onSigint = () => controller.abort();
       try {
         await runtime.assertReachable({ redis: true, db: true });
-        const result = await rebuild(runtime, {
+        const base: RebuildOptions = {
           since: opts.since,
           until: opts.until,
           effects: opts.effect,
           rate: opts.rate,
-          dryRun: Boolean(opts.dryRun),
-        });
-        if (ctx.json) ctx.printJson(result);
-        else {
-          const verb = result.dryRun ? 'would enqueue' : 'enqueued';
-          ctx.print(`scanned ${result.scanned}, ${verb} ${result.enqueued}, already queued ${result.alreadyQueued}`);
+          actor: ctx.flags.actor,
+          reason: opts.reason,
+        };
+        if (opts.dryRun) {
+          const plan = await rebuild(runtime, { ...base, dryRun: true });
+          print(ctx, plan, opts.rate);
+          return;
         }
+        let total: number | undefined;
+        if (!opts.yes) {
+          const plan = await rebuild(runtime, { ...base, dryRun: true });
+          await confirmBulk({ count: plan.enqueued, verb: 'enqueue', yes: false });
+          total = plan.scanned;
+        }
+        if (total === undefined && ctx.isTTY) {
+          total = await runtime.ledger.countPending({ since: base.since, until: base.until, effects: base.effects });
+        }
+        const bar = progressBar({
+          total: total !== undefined && total >= PROGRESS_ABOVE ? total : 0,
+          json: ctx.json,
+          label: 'rebuild',
+          extra: 'enqueued {enqueued}',
+        });
+        process.once('SIGINT', onSigint);
+        const result = await rebuild(runtime, {
+          ...base,
+          signal: controller.signal,
+          onProgress: (p) => bar.update(p.scanned, { enqueued: p.enqueued }),
+        }).finally(() => bar.stop());
+        print(ctx, result, opts.rate);
+        if (result.interrupted) setExitCode(ExitCode.runtime);
       } finally {
+        process.off('SIGINT', onSigint);
         await runtime.close();
       }
     });
+}
+
+function print(ctx: CommandContext, result: RebuildResult & { operationId?: string }, rate?: number): void {
+  if (ctx.json) {
+    ctx.printJson(result);
+    return;
+  }
+  const { chalk } = ctx;
+  const verb = result.dryRun ? 'would enqueue' : 'enqueued';
+  const redriven = result.redriven ? ` (${result.redriven} re-driven from completed/failed)` : '';
+  const lines = [
+    `scanned ${result.scanned}, ${verb} ${result.enqueued}${redriven}, already queued ${result.alreadyQueued}`,
+  ];
+  if (result.restored.length) {
+    const what = result.dryRun ? 'would re-apply' : 're-applied';
+    lines.push(`${what} queue settings lost from Redis: ${result.restored.map(describeRestored).join('; ')}`);
+  }
+  if (result.dryRun && rate && result.enqueued) {
+    lines.push(`at ${rate}/s this takes about ${formatDuration((result.enqueued / rate) * 1000)}`);
+  }
+  if (result.interrupted) lines.push(chalk.yellow('interrupted: run the same command again to continue'));
+  if (result.operationId) lines.push(chalk.dim(`operation ${result.operationId}`));
+  ctx.print(lines.join('\n'));
+}
+
+function describeRestored(r: RestoredQueue): string {
+  const parts = [
+    r.paused ? 'paused' : '',
+    r.globalConcurrency ? `concurrency ${r.globalConcurrency}` : '',
+    r.rateLimit ? `rate ${r.rateLimit.max}/${formatDuration(r.rateLimit.durationMs)}` : '',
+  ].filter(Boolean);
+  return `${r.queue} (${parts.join(', ')})`;
 }

@@ -1,0 +1,197 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineEffect, type EffectDefinition } from '../src/index.js';
+import { QueueSettings } from '../src/ledger/queue-settings.js';
+import { rebuild } from '../src/ops/rebuild.js';
+import { listOperations } from '../src/ops/audit.js';
+import { jobIdForRow } from '../src/queue/keys.js';
+import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
+import { deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+
+/** Effects as the CLI sees them (a config file) and as the in-process worker runs them. */
+const runs = new Map<string, number>();
+let failNext = new Set<string>();
+const count = (key: string) => runs.set(key, (runs.get(key) ?? 0) + 1);
+
+const definitions: EffectDefinition[] = [
+  defineEffect({
+    name: 'send-email',
+    on: 'order_placed',
+    backoff: { type: 'fixed', delay: 10 },
+    async run(task) {
+      count(`send-email:${task.id}`);
+    },
+  }),
+  defineEffect({
+    name: 'notify-crm',
+    on: 'order_placed',
+    globalConcurrency: 3,
+    rateLimit: { max: 500, per: '1s' },
+    attempts: 1,
+    async run(task) {
+      count(`notify-crm:${task.id}`);
+      if (failNext.delete(`notify-crm:${task.id}`)) throw new Error('CRM said 503');
+    },
+  }),
+];
+
+const CONFIG_SOURCE = `export default {
+  worker: { lockDuration: 2000, stalledInterval: 2000 },
+  effects: [
+    { name: 'send-email', on: 'order_placed', backoff: { type: 'fixed', delay: 10 }, run() {} },
+    { name: 'notify-crm', on: 'order_placed', globalConcurrency: 3, rateLimit: { max: 500, per: '1s' }, attempts: 1, run() {} },
+  ],
+};
+`;
+
+describe('rebuild', () => {
+  let services: TestServices;
+  let configFile: string;
+  let worker: WorkerHandle | undefined;
+  const config = { effects: definitions, worker: { lockDuration: 2000, stalledInterval: 2000 } };
+
+  const cli = (args: string[]) =>
+    runCli(
+      ['--config', configFile, '--prefix', services.prefix, '--schema', services.schema, ...args],
+      { env: { EFFECTS_REDIS_URL: services.redisUrl, EFFECTS_DATABASE_URL: services.databaseUrl } },
+    );
+  const ledger = () => services.db.withSchema(services.schema).table('ledger');
+  /** Owes both effects for each order, as emit would, created `ageMs` ago. */
+  const owe = async (ids: string[], ageMs = 60_000) => {
+    const createdAt = new Date(Date.now() - ageMs);
+    return (await ledger()
+      .insert(ids.flatMap((id) => ['send-email', 'notify-crm'].map((effect) => ({ event: 'order_placed', event_id: id, effect, created_at: createdAt }))))
+      .returning('*')) as Array<{ id: string; effect: string; event_id: string }>;
+  };
+
+  beforeAll(async () => {
+    services = await setupServices('rebuild');
+    await services.migrate();
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'effects-rebuild-'));
+    configFile = path.join(dir, 'effects.config.mjs');
+    await fs.writeFile(configFile, CONFIG_SOURCE);
+  });
+
+  afterAll(async () => {
+    await worker?.close({ timeoutMs: 3000 });
+    await services?.cleanup();
+    if (configFile) await fs.rm(path.dirname(configFile), { recursive: true, force: true });
+  });
+
+  it('after Redis is wiped, restores every pending row exactly once, with limits and paused state, and the worker completes them', async () => {
+    const orders = Array.from({ length: 60 }, (_, i) => `wipe-${i}`);
+    await owe(orders);
+    // A first run enqueues them and records the queues' settings; an operator pauses notify-crm.
+    expect(JSON.parse((await cli(['rebuild', '--since', '1h', '--yes', '--json'])).stdout).enqueued).toBe(120);
+    const runtime = services.runtime(config);
+    await runtime.queues.get('notify-crm').pause();
+    await new QueueSettings(services.db, services.schema).setPaused('notify-crm', true, 'test');
+
+    await deleteKeys(services.redis, `${services.prefix}:*`);
+
+    const first = await cli(['rebuild', '--since', '1h', '--yes', '--json', '--reason', 'redis wiped']);
+    expect(first.stderr).toBe('');
+    expect(first.code).toBe(0);
+    const result = JSON.parse(first.stdout);
+    expect(result).toMatchObject({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0, dryRun: false });
+    expect(result.restored).toEqual([
+      { queue: 'notify-crm', paused: true, globalConcurrency: 3, rateLimit: { max: 500, durationMs: 1000 } },
+    ]);
+    const crm = new Queue('notify-crm', { connection: services.redis, prefix: services.prefix });
+    expect(await crm.isPaused()).toBe(true);
+    expect(await crm.getGlobalConcurrency()).toBe(3);
+    expect(await crm.getWaitingCount()).toBe(60);
+
+    const second = JSON.parse((await cli(['rebuild', '--since', '1h', '--yes', '--json'])).stdout);
+    expect(second).toMatchObject({ scanned: 120, enqueued: 0, alreadyQueued: 120, restored: [] });
+
+    await crm.resume();
+    await crm.close();
+    worker = await startWorker(services.runtime(config));
+    await waitFor(async () => (await ledger().where({ status: 'pending' }).count('* as n'))[0].n === '0', 20_000);
+    for (const id of orders) {
+      expect(runs.get(`send-email:${id}`)).toBe(1);
+      expect(runs.get(`notify-crm:${id}`)).toBe(1);
+    }
+
+    const [operation] = await listOperations(runtime, { command: 'rebuild', limit: 2 });
+    expect(operation).toMatchObject({ command: 'rebuild', reason: null, outcome: 'ok' });
+    const wiped = (await listOperations(runtime, { command: 'rebuild' })).find((o) => o.reason === 'redis wiped');
+    expect(wiped?.counts).toEqual({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0 });
+  });
+
+  it('re-drives a job that BullMQ holds as failed or completed while its ledger row is pending', async () => {
+    worker ??= await startWorker(services.runtime(config));
+    const runtime = services.runtime(config);
+    failNext = new Set(['notify-crm:redrive-1']);
+    const rows = await owe(['redrive-1'], 1000);
+    const crmRow = rows.find((r) => r.effect === 'notify-crm')!;
+    const emailRow = rows.find((r) => r.effect === 'send-email')!;
+    await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    await waitFor(async () => (await ledger().where({ id: crmRow.id }).first()).status === 'failed');
+    await waitFor(async () => (await ledger().where({ id: emailRow.id }).first()).status === 'done');
+    const crm = runtime.queues.get('notify-crm');
+    expect(await crm.getJobState(jobIdForRow(crmRow.id))).toBe('failed');
+
+    // The ledger says both are still owed (a lost write, an interrupted replay): neither job is alive.
+    await ledger().whereIn('id', [crmRow.id, emailRow.id]).update({ status: 'pending' });
+    const result = await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    expect(result).toMatchObject({ scanned: 2, enqueued: 2, redriven: 2, alreadyQueued: 0 });
+
+    await waitFor(async () => (await ledger().whereIn('id', [crmRow.id, emailRow.id])).every((r) => r.status === 'done'));
+    expect(runs.get('notify-crm:redrive-1')).toBe(2);
+    expect(runs.get('send-email:redrive-1')).toBe(2);
+    expect(await crm.getJobState(jobIdForRow(crmRow.id))).toBe('completed');
+  });
+
+  it('refuses more than 100 jobs without a terminal unless --yes, and a dry run needs none', async () => {
+    const ids = Array.from({ length: 75 }, (_, i) => `old-${i}`);
+    await owe(ids, 10 * 86_400_000);
+    const window = ['--since', '11d', '--until', '9d'];
+
+    const refused = await cli(['rebuild', ...window]);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/150 jobs.*--yes/s);
+
+    const dry = await cli(['rebuild', ...window, '--dry-run', '--json']);
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ scanned: 150, enqueued: 150, alreadyQueued: 0, dryRun: true });
+
+    const human = await cli(['rebuild', ...window, '--dry-run', '--rate', '50/s']);
+    expect(human.stdout).toContain('scanned 150, would enqueue 150, already queued 0');
+    expect(human.stdout).toContain('at 50/s this takes about 3s');
+  });
+
+  it('paces --rate with a token bucket', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => `paced-${i}`);
+    await owe(ids, 20 * 86_400_000);
+    const runtime = services.runtime(config);
+    const started = performance.now();
+    const result = await rebuild(runtime, {
+      since: Date.now() - 21 * 86_400_000,
+      until: Date.now() - 19 * 86_400_000,
+      rate: 100,
+      audit: false,
+    });
+    const seconds = (performance.now() - started) / 1000;
+    expect(result.enqueued).toBe(80);
+    // 80 jobs at 100/s with a 5-job burst: at least 0.75 s; generous above for a loaded machine.
+    expect(seconds).toBeGreaterThan(0.7);
+  });
+
+  it.each([
+    [['--since', '2099-01-01T00:00:00Z'], /in the future/],
+    [['--since', '2h', '--until', '3h'], /not before --until/],
+    [['--since', '1h', '--rate', '0'], /positive rate/],
+    [['--since', '1h', '--effect', 'send-fax'], /Unknown effect\(s\): send-fax\. Known: send-email, notify-crm/],
+    [['--since', 'yesterday'], /expected a duration before now/],
+  ])('exits 2 on bad input %j', async (args, message) => {
+    const result = await cli(['rebuild', ...args, '--dry-run']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(message);
+    expect(result.stdout).toBe('');
+  });
+});
