@@ -44,6 +44,18 @@ export function parseRate(text: string, flag = '--rate'): number {
   throw new UsageError(`Invalid ${flag} "${text}": expected a positive rate like 50/s or 600/m`);
 }
 
+/**
+ * Parses a share such as a failure rate: `10%`, `0.1` or `2.5%`, into a fraction above 0 and below 1.
+ */
+export function parseRatio(text: string, flag = 'ratio'): number {
+  const match = /^(\d+(?:\.\d+)?)(%?)$/.exec(String(text).trim());
+  if (match) {
+    const ratio = match[2] ? Number(match[1]) / 100 : Number(match[1]);
+    if (ratio > 0 && ratio < 1) return ratio;
+  }
+  throw new UsageError(`Invalid ${flag} "${text}": expected a share above 0 and below 1, like 10% or 0.1`);
+}
+
 /** Formats milliseconds for people: `1h 5m`, `42s`, `350ms`. */
 export function formatDuration(millis: number): string {
   if (!Number.isFinite(millis)) return '-';
