@@ -7,7 +7,8 @@ import knexFactory, { type Knex } from 'knex';
 export function createDb(databaseUrl: string, options: { poolMax?: number } = {}): Knex {
   return knexFactory({
     client: 'pg',
-    connection: { connectionString: databaseUrl, connectionTimeoutMillis: 4000, keepAlive: true },
+    // 3 s to connect leaves the CLI time to start and report an unreachable server within 5 s.
+    connection: { connectionString: databaseUrl, connectionTimeoutMillis: 3000, keepAlive: true },
     pool: { min: 0, max: options.poolMax ?? 10 },
     acquireConnectionTimeout: 5000,
     // knex prints connection errors with console.log; callers report them with a hint instead.

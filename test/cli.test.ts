@@ -1,0 +1,244 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue, Worker } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Ledger } from '../src/ledger/ledger.js';
+import { spawnCli, writeSlowEffectConfig } from './cli-process.js';
+import { DATABASE_URL, REDIS_URL, deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+import { freePort } from './servers.js';
+
+const PASSWORD = 'Sup3rSecretPw';
+
+/** A TCP server that accepts connections and never says a word: the worst kind of unreachable. */
+async function silentServer(): Promise<{ port: number; close(): void }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+async function timed<T>(run: () => Promise<T>): Promise<T & { ms: number }> {
+  const started = Date.now();
+  const result = await run();
+  return { ...result, ms: Date.now() - started };
+}
+
+/**
+ * The 5 s promise is about how long the CLI waits for a server, not about how long Node takes to
+ * start on a machine shared with other test runs: the limit grows by whatever `--version` takes
+ * beyond half a second right now. On an idle machine it is 5 s.
+ */
+async function fiveSecondsPlusSlowStartup(cwd: string): Promise<number> {
+  const startup = await timed(() => runCli(['--version'], { cwd }));
+  return 5000 + Math.max(0, startup.ms - 500);
+}
+
+describe('effects CLI as a process', () => {
+  let services: TestServices;
+  let emptyDir: string;
+
+  beforeAll(async () => {
+    services = await setupServices('cli');
+    // A working directory without a config file: the CLI must work on queues it did not create.
+    emptyDir = mkdtempSync(path.join(os.tmpdir(), 'effects-cli-'));
+  });
+
+  afterAll(async () => {
+    await services?.cleanup();
+    rmSync(emptyDir, { recursive: true, force: true });
+  });
+
+  const connection = () => ['--redis', REDIS_URL, '--db', DATABASE_URL, '--prefix', services.prefix, '--schema', services.schema];
+
+  it('--help lists examples, for the program and for every command', async () => {
+    const top = await runCli(['--help'], { cwd: emptyDir });
+    expect(top.code).toBe(0);
+    expect(top.stdout).toContain('Examples:');
+    expect(top.stdout).toContain('Exit codes: 0 success, 1 runtime failure');
+    const commandsSection = top.stdout.split('Commands:')[1]?.split(/\n\s*\n/)[0] ?? '';
+    const commands = [...commandsSection.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]).filter((c) => c !== 'help');
+    expect(commands).toEqual(expect.arrayContaining(['worker', 'scheduler', 'status', 'migrate', 'rebuild']));
+    const helps = await Promise.all(commands.map((command) => runCli([command, '--help'], { cwd: emptyDir })));
+    commands.forEach((command, i) => {
+      expect({ command, code: helps[i].code }).toEqual({ command, code: 0 });
+      expect({ command, examples: helps[i].stdout.includes(`Examples:\n  $ effects ${command}`) }).toEqual({
+        command,
+        examples: true,
+      });
+    });
+  });
+
+  it('exits 2 on an unknown flag or command, naming it', async () => {
+    const [flag, command] = await Promise.all([
+      runCli(['status', '--bogus'], { cwd: emptyDir }),
+      runCli(['statsu'], { cwd: emptyDir }),
+    ]);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain("unknown option '--bogus'");
+    expect(command.code).toBe(2);
+    expect(command.stderr).toContain("unknown command 'statsu'");
+    expect(command.stderr).toContain('status');
+  });
+
+  it('exits 2 on a bad duration, saying what was expected', async () => {
+    const [since, timeout] = await Promise.all([
+      runCli(['rebuild', '--since', '3x'], { cwd: emptyDir }),
+      runCli(['worker', '--shutdown-timeout', '5'], { cwd: emptyDir }),
+    ]);
+    expect(since.code).toBe(2);
+    expect(since.stderr).toContain('"3x"');
+    expect(since.stderr).toContain('expected a duration before now (90s, 15m, 2h, 3d) or an ISO-8601 timestamp');
+    expect(timeout.code).toBe(2);
+    expect(timeout.stderr).toContain('expected a duration like 90s, 15m, 2h or 3d');
+  });
+
+  it('exits 1 within 5 s on an unreachable Redis, with the URL minus password and a hint', async () => {
+    const closedPort = await freePort();
+    const silent = await silentServer();
+    try {
+      const urls = [`redis://default:${PASSWORD}@127.0.0.1:${closedPort}`, `redis://:${PASSWORD}@127.0.0.1:${silent.port}`];
+      const limit = await fiveSecondsPlusSlowStartup(emptyDir);
+      const results = await Promise.all(
+        urls.map((url) => timed(() => runCli(['status', '--redis', url], { cwd: emptyDir }))),
+      );
+      expect(results[0].stderr).toContain(`Cannot reach Redis at redis://default:***@127.0.0.1:${closedPort}`);
+      expect(results[1].stderr).toContain(`Cannot reach Redis at redis://:***@127.0.0.1:${silent.port}`);
+      for (const result of results) {
+        expect(result.code).toBe(1);
+        expect(result.ms).toBeLessThan(limit);
+        expect(result.stderr).toContain('hint: Is Redis running?');
+        expect(result.stderr).not.toMatch(/\n\s+at /); // no stack trace
+        expect(result.stdout + result.stderr).not.toContain(PASSWORD);
+      }
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('exits 1 within 5 s on an unreachable PostgreSQL for migrate, with the URL minus password and a hint', async () => {
+    const closedPort = await freePort();
+    const silent = await silentServer();
+    try {
+      const urls = [
+        `postgres://postgres:${PASSWORD}@127.0.0.1:${closedPort}/test`,
+        `postgres://postgres:${PASSWORD}@127.0.0.1:${silent.port}/test`,
+      ];
+      const limit = await fiveSecondsPlusSlowStartup(emptyDir);
+      const results = await Promise.all(
+        urls.map((url) => timed(() => runCli(['migrate', '--db', url], { cwd: emptyDir }))),
+      );
+      results.forEach((result, i) => {
+        expect(result.code).toBe(1);
+        expect(result.ms).toBeLessThan(limit);
+        expect(result.stderr).toContain(`Cannot reach PostgreSQL at ${urls[i].replace(PASSWORD, '***')}`);
+        expect(result.stderr).toContain('hint: Is PostgreSQL running?');
+        expect(result.stdout + result.stderr).not.toContain(PASSWORD);
+      });
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('status --json reports queues made by plain BullMQ, with no config file', async () => {
+    const conn = { connection: services.redis, prefix: services.prefix };
+    const orders = new Queue('plain-orders', conn);
+    const paused = new Queue('plain-paused', conn);
+    const worker = new Worker(
+      'plain-orders',
+      async (job) => {
+        if (job.name === 'bad') throw new Error('always broken');
+      },
+      { ...conn, connection: services.redis.duplicate() },
+    );
+    try {
+      await orders.add('ok', { event: 'order_placed', id: '1' });
+      await orders.add('bad', { event: 'order_placed', id: '2' }, { attempts: 5, backoff: { type: 'fixed', delay: 1 } });
+      await waitFor(async () => (await orders.getJobCounts('completed', 'failed')).failed === 1);
+      await worker.close();
+      for (const id of ['3', '4', '5']) await orders.add('waiting', { event: 'order_placed', id });
+      await orders.add('later', { event: 'order_placed', id: '6' }, { delay: 60_000 });
+      await paused.pause();
+      await paused.add('held', { event: 'order_placed', id: '7' });
+
+      const unmigrated = await runCli(['status', '--json', ...connection()], { cwd: emptyDir });
+      expect(unmigrated.stderr).toBe('');
+      expect(unmigrated.code).toBe(0);
+      const report = JSON.parse(unmigrated.stdout);
+      expect(report.ledger).toBeNull();
+      expect(report.queues.map((q: { name: string }) => q.name)).toEqual(['plain-orders', 'plain-paused']);
+      const [ordersStatus, pausedStatus] = report.queues;
+      expect(ordersStatus).toMatchObject({
+        name: 'plain-orders',
+        waiting: 3,
+        active: 0,
+        delayed: 1,
+        failed: 1,
+        poison: 1,
+        completed: 1,
+        paused: false,
+        oldestWaitingMs: expect.any(Number),
+      });
+      expect(ordersStatus.oldestWaitingMs).toBeGreaterThanOrEqual(0);
+      expect(pausedStatus).toMatchObject({ name: 'plain-paused', waiting: 1, paused: true, oldestWaitingMs: expect.any(Number) });
+
+      await services.migrate();
+      const ledger = new Ledger(services.db, services.schema);
+      const rows = await ledger.owe('order_placed', '1', ['plain-orders']);
+      await ledger.owe('order_placed', '2', ['plain-orders']);
+      await ledger.markDone([rows[0].id]);
+      const migrated = await runCli(['status', '--json', ...connection()], { cwd: emptyDir });
+      expect(migrated.code).toBe(0);
+      expect(JSON.parse(migrated.stdout).ledger).toEqual([
+        { effect: 'plain-orders', pending: 1, done: 1, failed: 0, discarded: 0 },
+      ]);
+    } finally {
+      await worker.close();
+      await orders.close();
+      await paused.close();
+    }
+  });
+
+  it('the worker refuses an unmigrated ledger naming `effects migrate`; after migrate it runs and stops on SIGTERM', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'effects-cli-worker-'));
+    const schema = `${services.schema}_w`;
+    const args = ['--redis', REDIS_URL, '--db', DATABASE_URL, '--prefix', `${services.prefix}_w`, '--schema', schema];
+    try {
+      writeSlowEffectConfig(dir);
+      const refused = await runCli(['worker', ...args], { cwd: dir });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`The ledger in schema "${schema}" is not migrated`);
+      expect(refused.stderr).toContain('`effects migrate`');
+
+      const migrated = await runCli(['migrate', ...args], { cwd: dir });
+      expect(migrated.code).toBe(0);
+      expect(migrated.stdout).toContain(`Applied to schema "${schema}": 001_ledger`);
+      const again = await runCli(['migrate', '--json', ...args], { cwd: dir });
+      expect(again.code).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({ schema, applied: [] });
+
+      const worker = spawnCli(['worker', ...args], { cwd: dir });
+      try {
+        await worker.waitForOutput(/worker started/);
+        worker.child.kill('SIGTERM');
+        expect(await worker.exited).toEqual({ code: 0, signal: null });
+      } finally {
+        await worker.kill();
+      }
+    } finally {
+      await services.db.raw('drop schema if exists ?? cascade', [schema]);
+      await deleteKeys(services.redis, `${services.prefix}_w:*`);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
