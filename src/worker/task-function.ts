@@ -12,21 +12,58 @@ export interface TaskHooks {
   onPoison?(job: Job, effect: ResolvedEffect, error: Error): void;
 }
 
-/** A task is `{ event, id }` with two non-empty strings (a numeric id is accepted and stringified). */
+/** Longest event name or id a thin task may carry: a pointer, not a payload. */
+export const MAX_TASK_FIELD_LENGTH = 1000;
+
+/**
+ * A task is exactly `{ event, id }`: two non-empty strings (a numeric id is accepted and
+ * stringified) and nothing else. Anything else is a poison pill, failed without retries: retrying
+ * cannot make bad data good, and the reason says what is wrong without echoing a huge payload.
+ */
 export function parseTask(data: unknown): Task {
-  const d = data as Record<string, unknown> | null;
-  const ok =
-    d !== null &&
-    typeof d === 'object' &&
-    typeof d.event === 'string' &&
-    d.event.length > 0 &&
-    (typeof d.id === 'string' || typeof d.id === 'number') &&
-    String(d.id).length > 0;
-  if (!ok) {
-    const shown = JSON.stringify(data)?.slice(0, 200) ?? String(data);
-    throw new UnrecoverableError(`Job data is not a thin task { event, id }: ${shown}`);
+  const problem = thinTaskProblem(data);
+  if (problem) throw new UnrecoverableError(`Job data is not a thin task { event, id }: ${problem}`);
+  const d = data as { event: string; id: string | number };
+  return { event: d.event, id: String(d.id) };
+}
+
+/**
+ * Stands in for job data that Redis holds but that is not JSON (written by foreign code), so the
+ * task function can fail the job as a poison pill instead of BullMQ never building it at all.
+ */
+export class UnparseableData {
+  constructor(
+    readonly raw: string,
+    readonly reason: string,
+  ) {}
+}
+
+function thinTaskProblem(data: unknown): string | undefined {
+  if (data instanceof UnparseableData) return `the stored data is not JSON (${data.reason}): ${preview(data.raw)}`;
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) {
+    return `got ${Array.isArray(data) ? 'an array' : data === null ? 'null' : `a ${typeof data}`} (${preview(data)})`;
   }
-  return { event: d.event as string, id: String(d.id) };
+  const d = data as Record<string, unknown>;
+  const extra = Object.keys(d).filter((key) => key !== 'event' && key !== 'id');
+  if (extra.length) {
+    const shown = extra.slice(0, 5).map((k) => JSON.stringify(k.slice(0, 50))).join(', ');
+    return `unexpected key(s) ${shown}${extra.length > 5 ? ', ...' : ''}; a task carries only event and id, and the task function loads the rest`;
+  }
+  if (typeof d.event !== 'string' || d.event.length === 0) return `"event" must be a non-empty string, got ${preview(d.event)}`;
+  if ((typeof d.id !== 'string' && typeof d.id !== 'number') || String(d.id).length === 0) {
+    return `"id" must be a non-empty string or a number, got ${preview(d.id)}`;
+  }
+  for (const key of ['event', 'id'] as const) {
+    const length = String(d[key]).length;
+    if (length > MAX_TASK_FIELD_LENGTH) return `"${key}" is ${length} characters long; at most ${MAX_TASK_FIELD_LENGTH}`;
+  }
+  return undefined;
+}
+
+function preview(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 80)}...` : text;
 }
 
 /** Stable per (effect, event occurrence): the same across retries, replays and rebuilds. */
@@ -49,7 +86,14 @@ export function createTaskFunction(
   return async function runTask(job: Job): Promise<Outcome> {
     const attempt = job.attemptsMade + 1;
     const log = runtime.logger.child({ effect: effect.name, jobId: job.id, attempt });
-    const task = parseTask(job.data);
+    let task: Task;
+    try {
+      task = parseTask(job.data);
+    } catch (error) {
+      // No ledger row to record it in: the log and the job's failedReason are where people see it.
+      log.error({ reason: (error as Error).message }, 'poison pill: not a thin task; failing without retries');
+      throw error;
+    }
     const taskLog = log.child({ event: task.event, id: task.id });
     taskLog.info('checking');
 

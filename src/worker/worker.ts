@@ -1,12 +1,12 @@
 import type http from 'node:http';
-import { Worker, type Job } from 'bullmq';
+import { Worker, type Job, type JobJson } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, serveMetrics, type WorkerMetrics } from './metrics.js';
-import { createTaskFunction, type Outcome, type TaskHooks } from './task-function.js';
+import { createTaskFunction, UnparseableData, type Outcome, type TaskHooks } from './task-function.js';
 
 export interface WorkerOptions {
   /** Only these effects' queues. @defaultValue every effect in the config */
@@ -43,7 +43,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
 
   const workers = effects.map((effect) => {
     const runTask = createTaskFunction(runtime, effect, batcher, options.hooks);
-    const worker = new Worker(
+    const worker = new EffectsWorker(
       effect.name,
       async (job: Job) => {
         const stopTimer = metrics.duration.startTimer({ effect: effect.name });
@@ -113,6 +113,23 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
       return closing;
     },
   };
+}
+
+/**
+ * Plain BullMQ cannot build a job whose stored data is not JSON: it reports a worker error and
+ * leaves the job active, to stall and be fetched again forever, never failed. Building it with the
+ * raw text lets the task function fail it once, as the poison pill it is.
+ */
+class EffectsWorker extends Worker {
+  protected override createJob(raw: JobJson, jobId: string): Job {
+    try {
+      return super.createJob(raw, jobId);
+    } catch (error) {
+      const job = super.createJob({ ...raw, data: 'null' }, jobId);
+      job.data = new UnparseableData(String(raw.data), (error as Error).message);
+      return job;
+    }
+  }
 }
 
 function selectEffects(runtime: Runtime, names: string[] | undefined): ResolvedEffect[] {
