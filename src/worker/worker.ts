@@ -41,12 +41,15 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const metrics = createMetrics(runtime, effects.map((e) => e.name));
   const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
 
+  const inFlight = new InFlight();
+
   const workers = effects.map((effect) => {
     const runTask = createTaskFunction(runtime, effect, batcher, options.hooks);
     const worker = new EffectsWorker(
       effect.name,
       async (job: Job) => {
         const stopTimer = metrics.duration.startTimer({ effect: effect.name });
+        const finished = inFlight.start();
         try {
           const outcome: Outcome = await runTask(job);
           const label = outcome.status === 'done' ? 'done' : 'skipped';
@@ -57,6 +60,8 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
           metrics.jobs.inc({ effect: effect.name, outcome: 'failed' });
           stopTimer({ outcome: 'failed' });
           throw error;
+        } finally {
+          finished();
         }
       },
       {
@@ -94,18 +99,26 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     metricsServer,
     close({ timeoutMs = runtime.settings.worker.shutdownTimeoutMs } = {}) {
       closing ??= (async () => {
+        // Stop taking jobs now, then wait for ours with a deadline. Not worker.close() first: it
+        // waits for active jobs without limit, and a later close(true) returns that same promise.
+        await Promise.all(workers.map((w) => w.pause(true)));
         let timer: NodeJS.Timeout | undefined;
         const drained = await Promise.race([
-          Promise.all(workers.map((w) => w.close())).then(() => true),
+          inFlight.idle().then(() => true),
           new Promise<boolean>((resolve) => {
             timer = setTimeout(() => resolve(false), timeoutMs);
           }),
         ]);
         clearTimeout(timer);
         if (!drained) {
-          log.warn({ timeoutMs }, 'shutdown deadline passed; abandoning in-flight jobs to the stalled check');
-          await Promise.all(workers.map((w) => w.close(true)));
+          log.warn(
+            { timeoutMs, inFlight: inFlight.count },
+            'shutdown deadline passed; abandoning in-flight jobs to the stalled check',
+          );
         }
+        // Forced, BullMQ stops renewing the abandoned jobs' locks, so another worker's stalled check
+        // picks them up once the locks expire.
+        await Promise.all(workers.map((w) => w.close(!drained)));
         metricsServer?.close();
         await runtime.close();
         return { drained };
@@ -113,6 +126,27 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
       return closing;
     },
   };
+}
+
+/** Counts the jobs this process is running, so shutdown can wait for them with a deadline. */
+class InFlight {
+  count = 0;
+  private waiters: Array<() => void> = [];
+
+  start(): () => void {
+    this.count += 1;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.count -= 1;
+      if (this.count === 0) for (const wake of this.waiters.splice(0)) wake();
+    };
+  }
+
+  idle(): Promise<void> {
+    return this.count === 0 ? Promise.resolve() : new Promise((resolve) => this.waiters.push(resolve));
+  }
 }
 
 /**
