@@ -32,11 +32,22 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
   const log = runtime.logger.child({ component: 'scheduler' });
 
   const queue = runtime.queues.get(SCHEDULER_QUEUE);
-  await queue.upsertJobScheduler(
-    REBUILD_SCHEDULER_ID,
-    { every: everyMs },
-    { name: 'rebuild', data: { lookbackMs }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-  );
+  const upsertSchedule = () =>
+    queue.upsertJobScheduler(
+      REBUILD_SCHEDULER_ID,
+      { every: everyMs },
+      { name: 'rebuild', data: { lookbackMs }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+    );
+  await upsertSchedule();
+  // The job scheduler lives in Redis, so a wiped or restarted Redis loses it, and with it every
+  // later rebuild: exactly when the rebuild is needed. Re-assert it (an idempotent upsert that keeps
+  // the next run time while it exists; a fresh one runs at once) at least once a minute.
+  const keepSchedule = setInterval(() => {
+    upsertSchedule().catch((error: Error) =>
+      log.warn({ err: { message: error.message } }, 'cannot re-assert the rebuild schedule; retrying'),
+    );
+  }, Math.min(everyMs, 60_000));
+  keepSchedule.unref();
 
   const worker = new Worker(
     SCHEDULER_QUEUE,
@@ -57,6 +68,7 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
 
   return {
     async close() {
+      clearInterval(keepSchedule);
       await worker.close();
       await runtime.close();
     },
