@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from 'commander';
-import { parseDuration, parseRate, parseTime } from '../core/duration.js';
+import { parseDuration, parseRate, parseRatio, parseTime } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
 
 /** commander argument parsers: each turns our UsageError into commander's own (exit 2). */
@@ -17,6 +17,7 @@ const asArgument =
 export const durationArg = asArgument((text) => parseDuration(text));
 export const timeArg = asArgument((text) => parseTime(text));
 export const rateArg = asArgument((text) => parseRate(text));
+export const ratioArg = asArgument((text) => parseRatio(text));
 export const listArg = (text: string, previous: string[] = []) => [
   ...previous,
   ...text.split(',').map((s) => s.trim()).filter(Boolean),

@@ -1,6 +1,9 @@
 import { Command, Option } from 'commander';
+import { registerDiscard } from './commands/discard.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerPoison } from './commands/poison.js';
 import { registerRebuild } from './commands/rebuild.js';
+import { registerReplay } from './commands/replay.js';
 import { registerScheduler } from './commands/scheduler.js';
 import { registerStatus } from './commands/status.js';
 import { registerWorker } from './commands/worker.js';
@@ -46,5 +49,8 @@ Examples:
   registerStatus(program);
   registerMigrate(program);
   registerRebuild(program, setExitCode);
+  registerPoison(program);
+  registerReplay(program, setExitCode);
+  registerDiscard(program, setExitCode);
   return program;
 }

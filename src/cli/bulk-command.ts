@@ -1,0 +1,93 @@
+import { formatDuration } from '../core/duration.js';
+import type { Runtime } from '../core/runtime.js';
+import { requireLedger, type BulkPlan, type BulkProgress } from '../ops/bulk.js';
+import { confirmBulk } from './confirm.js';
+import type { CommandContext } from './context.js';
+import { progressBar } from './progress.js';
+import { table } from './render.js';
+
+/** Above this many jobs, or at a rate that makes the run last, a bar is worth drawing. */
+const PROGRESS_ABOVE = 100;
+
+interface BulkRun {
+  matched: number;
+  dryRun: boolean;
+  plan?: BulkPlan;
+}
+
+/**
+ * The flow replay and discard share: check the ledger can be written, plan (a dry run) when a
+ * confirmation or a progress bar needs the count, ask or require --yes above 100 jobs, then run
+ * with a progress bar on a terminal, stopping between batches on the first Ctrl-C (a second one
+ * kills the process as usual).
+ */
+export async function runBulk<R extends BulkRun>(
+  ctx: CommandContext,
+  runtime: Runtime,
+  options: {
+    command: 'replay' | 'discard';
+    yes: boolean;
+    dryRun: boolean;
+    useLedger: boolean;
+    rate?: number;
+    execute(extra: { dryRun?: boolean; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
+  },
+): Promise<R> {
+  await runtime.assertReachable({ redis: true });
+  if (options.dryRun) return options.execute({ dryRun: true });
+  if (options.useLedger) await requireLedger(runtime, options.command);
+
+  let total: number | undefined;
+  if (!options.yes || ctx.isTTY) {
+    const plan = await options.execute({ dryRun: true });
+    total = plan.matched;
+    if (total === 0) return { ...plan, dryRun: false };
+    await confirmBulk({ count: total, verb: options.command, yes: options.yes });
+  }
+  const lasts = total !== undefined && (total > PROGRESS_ABOVE || (options.rate !== undefined && total / options.rate > 2));
+  const bar = progressBar({
+    total: lasts ? total! : 0,
+    json: ctx.json,
+    label: options.command,
+    extra: `${options.command === 'replay' ? 'replayed' : 'discarded'} {done} | skipped {skipped}`,
+  });
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    return await options.execute({
+      signal: controller.signal,
+      onProgress: (p) => bar.update(p.matched, { done: p.done, skipped: p.skipped }),
+    });
+  } finally {
+    bar.stop();
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** The dry run's plan: counts by queue, job name and error group, and how long it would take. */
+export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, extraEta = 0): string {
+  const { chalk } = ctx;
+  if (plan.matched === 0) return 'No failed jobs match: nothing to do.';
+  const lines = [`${chalk.bold(`would ${verb} ${plan.matched} failed job${plan.matched === 1 ? '' : 's'}`)}`, ''];
+  lines.push(table(['queue', 'jobs'], plan.byQueue.map((q) => [q.queue, q.count]), chalk), '');
+  lines.push(table(['queue', 'job name', 'jobs'], plan.byName.slice(0, 20).map((n) => [n.queue, n.name, n.count]), chalk));
+  if (plan.byName.length > 20) lines.push(chalk.dim(`… and ${plan.byName.length - 20} more job names`));
+  lines.push('');
+  lines.push(
+    table(
+      ['group', 'queue', 'jobs', 'error'],
+      plan.byError.slice(0, 20).map((e) => [e.id, e.queue, e.count, e.error.length > 80 ? `${e.error.slice(0, 79)}…` : e.error]),
+      chalk,
+    ),
+  );
+  if (plan.byError.length > 20) lines.push(chalk.dim(`… and ${plan.byError.length - 20} more error groups`));
+  lines.push('');
+  if (plan.etaMs !== null && plan.rate !== null) {
+    const waits = extraEta ? ` (plus up to ${formatDuration(extraEta)} while the brake watches the first jobs)` : '';
+    lines.push(`at ${plan.rate}/s this takes about ${formatDuration(plan.etaMs)}${waits}`);
+  } else {
+    lines.push(`no --rate: as fast as Redis takes it${extraEta ? ` (after up to ${formatDuration(extraEta)} while the brake watches the first jobs)` : ''}`);
+  }
+  return lines.join('\n');
+}
