@@ -1,0 +1,125 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineEffect } from '../src/index.js';
+import type { Runtime } from '../src/core/runtime.js';
+import { listOperations } from '../src/ops/audit.js';
+import { discard } from '../src/ops/discard.js';
+import { rebuild } from '../src/ops/rebuild.js';
+import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
+import { settleJobs } from './failed-jobs.js';
+import { DATABASE_URL, REDIS_URL, runCli, setupServices, type TestServices } from './helpers.js';
+
+const definitions = [
+  defineEffect({ name: 'send-sms', on: 'order_placed', attempts: 1, run() {} }),
+];
+const config = { effects: definitions };
+
+describe('discard', () => {
+  let services: TestServices;
+  let runtime: Runtime;
+  let noConfigDir: string;
+
+  const ledger = () => services.db.withSchema(services.schema).table('ledger');
+  const failed = (queue: string) => services.redis.zrange(`${services.prefix}:${queue}:failed`, 0, -1);
+
+  /**
+   * Ledger rows still pending whose jobs BullMQ holds as failed: what a crash between the job's
+   * failure and the ledger update leaves behind. A rebuild re-drives exactly these, unless discarded.
+   */
+  async function pendingRowsWithFailedJobs(orders: string[], error: (order: string) => string) {
+    const rows = (await Promise.all(orders.map((id) => runtime.ledger.owe('order_placed', id, ['send-sms'])))).flat();
+    await settleJobs(
+      services.prefix,
+      'send-sms',
+      rows.map((row) => ({ name: 'order_placed', data: { event: 'order_placed', id: row.eventId }, opts: { jobId: jobIdForRow(row.id) } })),
+      (job) => new Error(error(job.data.id)),
+    );
+    return rows;
+  }
+
+  beforeAll(async () => {
+    services = await setupServices('discard');
+    await services.migrate();
+    runtime = services.runtime(config);
+    noConfigDir = mkdtempSync(path.join(os.tmpdir(), 'effects-discard-'));
+  });
+
+  afterAll(async () => {
+    rmSync(noConfigDir, { recursive: true, force: true });
+    await services?.cleanup();
+  });
+
+  it('removes matching failed jobs and marks their ledger rows discarded, so a rebuild does not bring them back', async () => {
+    const rows = await pendingRowsWithFailedJobs(['501', '502', '503', '504'], (id) =>
+      Number(id) % 2 ? `invalid phone number "+1555${id}"` : `carrier timeout after ${id}ms`,
+    );
+    await services.redis.hset(redisKeys(services.prefix).replayCount('send-sms'), jobIdForRow(rows[0].id), 2);
+
+    const plan = await discard(runtime, { queues: ['send-sms'], grep: 'invalid phone', dryRun: true });
+    expect(plan).toMatchObject({ matched: 2, discarded: 2, skipped: 0, dryRun: true });
+    expect(plan.plan!.byError).toEqual([expect.objectContaining({ error: 'invalid phone number <str>', count: 2 })]);
+    expect(await failed('send-sms')).toHaveLength(4);
+
+    const result = await discard(runtime, { queues: ['send-sms'], grep: 'invalid phone', reason: 'numbers never valid', actor: 'bob' });
+    expect(result).toMatchObject({ matched: 2, discarded: 2, skipped: 0, dryRun: false, ledgerRowsDiscarded: 2, stopped: null });
+
+    const [odd1, even1, odd2, even2] = rows;
+    expect((await failed('send-sms')).sort()).toEqual([jobIdForRow(even1.id), jobIdForRow(even2.id)].sort());
+    expect(await services.redis.exists(`${services.prefix}:send-sms:${jobIdForRow(odd1.id)}`)).toBe(0);
+    expect(await services.redis.hget(redisKeys(services.prefix).replayCount('send-sms'), jobIdForRow(odd1.id))).toBeNull();
+    const statuses = Object.fromEntries((await ledger().select('id', 'status')).map((r) => [String(r.id), r.status]));
+    expect(statuses).toEqual({ [odd1.id]: 'discarded', [odd2.id]: 'discarded', [even1.id]: 'pending', [even2.id]: 'pending' });
+
+    // The rebuild re-drives the two pending rows whose jobs failed, and leaves the discarded ones be.
+    const rebuilt = await rebuild(runtime, { since: Date.now() - 3_600_000, audit: false });
+    expect(rebuilt).toMatchObject({ scanned: 2, enqueued: 2 });
+    expect(await services.redis.exists(`${services.prefix}:send-sms:${jobIdForRow(odd1.id)}`)).toBe(0);
+
+    const [operation] = await listOperations(runtime, { command: 'discard' });
+    expect(operation).toMatchObject({ id: result.operationId, actor: 'bob', reason: 'numbers never valid', outcome: 'ok' });
+    expect(operation.counts).toMatchObject({ matched: 2, discarded: 2, ledgerRowsDiscarded: 2 });
+  });
+
+  it('discards only failed jobs, never one waiting for a retry', async () => {
+    await settleJobs(services.prefix, 'retrying', [{ data: { n: 1 } }], () => new Error('later'), {
+      attempts: 3,
+      backoff: () => 3_600_000,
+      settledStates: ['delayed'],
+    });
+    const result = await discard(runtime, { queues: ['retrying'], useLedger: false });
+    expect(result.matched).toBe(0);
+    expect(await services.redis.zcard(`${services.prefix}:retrying:delayed`)).toBe(1);
+  });
+
+  describe('CLI, on a queue plain BullMQ created', () => {
+    const cli = (...args: string[]) =>
+      runCli([...args, '--prefix', services.prefix, '--redis', REDIS_URL, '--db', DATABASE_URL, '--schema', services.schema], {
+        cwd: noConfigDir,
+      });
+
+    it('discards by id with the JSON shape of DESIGN.md; exits 2 on bad input', async () => {
+      const ids = await settleJobs(services.prefix, 'plain', [0, 1, 2].map((n) => ({ data: { n } })), () => new Error('no'));
+      const dry = await cli('discard', '--queue', 'plain', '--dry-run');
+      expect(dry.code).toBe(0);
+      expect(dry.stdout).toMatch(/would discard 3 failed jobs/);
+
+      const { code, stdout } = await cli('discard', '--queue', 'plain', '--ids', ids[1], '--json', '--reason', 'test');
+      expect(code).toBe(0);
+      const body = JSON.parse(stdout);
+      expect(body).toMatchObject({ matched: 1, discarded: 1, skipped: 0, dryRun: false });
+      expect(await failed('plain')).toEqual(expect.not.arrayContaining([ids[1]]));
+      expect(await failed('plain')).toHaveLength(2);
+
+      const [unknown, since] = await Promise.all([
+        cli('discard', '--queue', 'nope', '--dry-run'),
+        cli('discard', '--since', '2999-01-01', '--dry-run'),
+      ]);
+      expect(unknown.code).toBe(2);
+      expect(unknown.stderr).toMatch(/Unknown queue: nope\. Known queues .*plain/);
+      expect(since.code).toBe(2);
+      expect(since.stderr).toMatch(/--since is in the future/);
+    });
+  });
+});
