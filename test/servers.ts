@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, chownSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -106,6 +106,18 @@ function asPostgres(command: string, args: string[]): void {
   else execFileSync(command, args, { stdio: 'ignore' });
 }
 
+/**
+ * The same, without blocking the event loop: while the server restarts, the test's clients see
+ * their connections drop as a running app would, not all at once after the fact.
+ */
+function asPostgresAsync(command: string, args: string[]): Promise<void> {
+  const isRoot = process.getuid?.() === 0;
+  const [file, argv] = isRoot ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, args];
+  return new Promise((resolve, reject) =>
+    execFile(file, argv, (error) => (error ? reject(error) : resolve())),
+  );
+}
+
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   const port = await freePort();
   const bin = pgBinDir();
@@ -125,7 +137,9 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     async restart() {
-      ctl('-o', options, '-m', 'fast', 'restart');
+      await asPostgresAsync(path.join(bin, 'pg_ctl'), [
+        '-D', data, '-w', '-t', '30', '-l', path.join(dir, 'log'), '-o', options, '-m', 'fast', 'restart',
+      ]);
     },
     async stop() {
       try {

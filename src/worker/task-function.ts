@@ -3,6 +3,7 @@ import type { ResolvedEffect } from '../config/settings.js';
 import type { EffectContext, Task } from '../config/types.js';
 import type { Runtime } from '../core/runtime.js';
 import type { LedgerRow } from '../ledger/rows.js';
+import { withDbRetry } from '../ledger/retry.js';
 import { rowIdFromJobId } from '../queue/keys.js';
 import type { LedgerBatcher } from './ledger-batcher.js';
 
@@ -158,6 +159,11 @@ async function findRow(
     const matches = row && row.effect === effect.name && row.event === task.event && row.eventId === task.id;
     return matches ? row : null;
   }
-  const rows = await runtime.ledger.findByEvent(task.event, task.id, effect.name);
+  // A read, so safe to repeat: pooled connections can die under it (a restart, a terminated backend).
+  const rows = await withDbRetry(
+    () => runtime.ledger.findByEvent(task.event, task.id, effect.name),
+    runtime.logger,
+    'read by event',
+  );
   return rows.at(-1) ?? null;
 }
