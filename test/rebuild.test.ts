@@ -165,6 +165,18 @@ describe('rebuild', () => {
     expect(human.stdout).toContain('at 50/s this takes about 3s');
   });
 
+  it('pages through rows that share one created_at (one emit transaction) reading each once', async () => {
+    const ids = Array.from({ length: 23 }, (_, i) => `same-ts-${i}`);
+    // One statement: every row gets the same now(), to the microsecond.
+    await ledger().insert(
+      ids.map((id) => ({ event: 'order_placed', event_id: id, effect: 'send-email', created_at: services.db.raw(`now() - interval '30 days'`) })),
+    );
+    const runtime = services.runtime(config);
+    const window = { since: Date.now() - 31 * 86_400_000, until: Date.now() - 29 * 86_400_000 };
+    const result = await rebuild(runtime, { ...window, pageSize: 5, dryRun: true });
+    expect(result).toMatchObject({ scanned: 23, enqueued: 23, alreadyQueued: 0 });
+  });
+
   it('paces --rate with a token bucket', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => `paced-${i}`);
     await owe(ids, 20 * 86_400_000);

@@ -16,9 +16,25 @@ export interface PendingScan {
   /** Exclusive upper bound on created_at, epoch ms. @defaultValue now */
   until?: number;
   effects?: string[];
-  /** Keyset cursor: the last row of the previous page. */
-  after?: { createdAt: Date; id: string };
+  /** Keyset cursor: where the previous page ended (its `next`). */
+  after?: PendingCursor;
   limit: number;
+}
+
+/**
+ * The last row of a page: its created_at exactly, to the microsecond, as text. A JS Date would round
+ * it to the millisecond, and a cursor rounded down re-reads rows forever when many share a timestamp
+ * (every row of one emit transaction does).
+ */
+export interface PendingCursor {
+  createdAt: string;
+  id: string;
+}
+
+export interface PendingPage {
+  rows: LedgerRow[];
+  /** The cursor of the next page; undefined when this page was the last (not full). */
+  next?: PendingCursor;
 }
 
 export interface EffectCounts {
@@ -119,8 +135,9 @@ export class Ledger {
   }
 
   /** One page of pending rows in (created_at, id) order: a range scan of the partial index. */
-  async scanPending(scan: PendingScan): Promise<LedgerRow[]> {
+  async scanPending(scan: PendingScan): Promise<PendingPage> {
     const query = this.table()
+      .select('*', this.db.raw(`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at`))
       .where('status', 'pending')
       .andWhere('created_at', '>=', new Date(scan.since))
       .andWhere('created_at', '<', new Date(scan.until ?? Date.now()))
@@ -128,9 +145,14 @@ export class Ledger {
       .limit(scan.limit);
     if (scan.effects?.length) query.whereIn('effect', scan.effects);
     if (scan.after) {
-      query.andWhereRaw('(created_at, id) > (?, ?::bigint)', [scan.after.createdAt, scan.after.id]);
+      query.andWhereRaw('(created_at, id) > (?::timestamptz, ?::bigint)', [scan.after.createdAt, scan.after.id]);
     }
-    return ((await query) as DbLedgerRow[]).map(fromDb);
+    const found = (await query) as Array<DbLedgerRow & { cursor_at: string }>;
+    const last = found.at(-1);
+    return {
+      rows: found.map(fromDb),
+      next: last && found.length === scan.limit ? { createdAt: last.cursor_at, id: String(last.id) } : undefined,
+    };
   }
 
   /** How many rows a scan of this window would read (the total of a progress bar). */

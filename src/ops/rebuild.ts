@@ -2,6 +2,7 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { chunkSizeForRate, TokenBucket } from '../core/token-bucket.js';
 import { assertMigrated } from '../ledger/migrate.js';
+import type { PendingCursor, PendingPage } from '../ledger/ledger.js';
 import type { LedgerRow } from '../ledger/rows.js';
 import { jobIdForRow, redisKeys } from '../queue/keys.js';
 import { pushRows } from '../queue/push.js';
@@ -176,22 +177,21 @@ async function* pendingPages(
   runtime: Runtime,
   options: { since: number; until: number; effects?: string[]; pageSize?: number },
 ): AsyncGenerator<LedgerRow[]> {
-  const limit = options.pageSize ?? DEFAULT_PAGE_SIZE;
-  const read = (after?: LedgerRow) =>
+  const read = (after?: PendingCursor) =>
     runtime.ledger.scanPending({
       since: options.since,
       until: options.until,
       effects: options.effects,
-      after: after && { createdAt: after.createdAt, id: after.id },
-      limit,
+      after,
+      limit: options.pageSize ?? DEFAULT_PAGE_SIZE,
     });
-  let next: Promise<LedgerRow[]> | undefined = read();
+  let next: Promise<PendingPage> | undefined = read();
   while (next) {
-    const rows: LedgerRow[] = await next;
-    next = rows.length === limit ? read(rows[rows.length - 1]) : undefined;
+    const page: PendingPage = await next;
+    next = page.next ? read(page.next) : undefined;
     // A prefetched page that fails while the caller is busy must not become an unhandled rejection.
     next?.catch(() => undefined);
-    if (rows.length) yield rows;
+    if (page.rows.length) yield page.rows;
   }
 }
 
