@@ -8,6 +8,7 @@
  * for past t too, which is what draws the curve so far.
  */
 import { UsageError } from '../core/errors.js';
+import type { QueueLimits } from '../queue/limits.js';
 
 export const RAMP_CURVES = ['linear', 'exponential'] as const;
 export type RampCurve = (typeof RAMP_CURVES)[number];
@@ -23,11 +24,7 @@ export const RAMP_WINDOW_MS = 200;
 /** Held intervals kept per plan; older ones are merged, which only blurs the far past of the chart. */
 const MAX_HOLDS = 200;
 
-/** Fleet-wide limits of one queue, as they live in its BullMQ meta hash. null is "none". */
-export interface QueueLimits {
-  rateLimit: { max: number; durationMs: number } | null;
-  concurrency: number | null;
-}
+export type { QueueLimits };
 
 export interface RampQueue {
   name: string;
@@ -83,6 +80,8 @@ export interface RampPlan {
   /** Finished attempts a window needs before its failure rate counts. */
   holdMinSample: number;
   queues: RampQueue[];
+  /** Queues an operator paused during the ramp, which took them out of it. */
+  removed: string[];
   holds: HoldInterval[];
   lastCheck: FailureCheck | null;
   operationId: string | null;
@@ -179,11 +178,19 @@ export function endsAt(plan: RampPlan, t: number): number {
   return plan.startAt + heldMs(plan, t) + planLengthMs(plan);
 }
 
-/** Wall time a queue starts (or started), given the holds up to t. */
-export function queueStartsAt(plan: RampPlan, queue: RampQueue, t: number): number {
-  const clock = planClock(plan, t);
-  if (clock >= queue.offsetMs) return wallTimeOf(plan, queue.offsetMs);
-  return t + (queue.offsetMs - Math.max(0, clock));
+/** Wall time a queue starts (or started), if the plan does not hold again after t. */
+export const queueStartsAt = (plan: RampPlan, queue: RampQueue, t: number): number =>
+  wallTimeAt(plan, queue.offsetMs, t);
+
+/** Wall time a queue's ramp ends (or ended), if the plan does not hold again after t. */
+export const queueEndsAt = (plan: RampPlan, queue: RampQueue, t: number): number =>
+  wallTimeAt(plan, queue.offsetMs + plan.durationMs, t);
+
+/** Wall time the plan's clock reaches (or reached) `clock`, seen from t. */
+function wallTimeAt(plan: RampPlan, clock: number, t: number): number {
+  const now = planClock(plan, t);
+  if (now >= clock) return wallTimeOf(plan, clock);
+  return Math.max(t, plan.startAt) + (clock - Math.max(0, now));
 }
 
 /** Wall time at which plan time reached `clock` (for clock already reached). */
@@ -270,6 +277,7 @@ export function buildPlan(input: PlanInput): RampPlan {
     holdWindowMs: input.holdWindowMs ?? Math.min(60_000, Math.max(5_000, input.durationMs / 10)),
     holdMinSample: input.holdMinSample ?? 20,
     queues: input.queues.map((q, i) => ({ ...q, offsetMs: i * staggerMs, startedAt: null, finishedAt: null })),
+    removed: [],
     holds: [],
     lastCheck: null,
     operationId: input.operationId ?? null,
