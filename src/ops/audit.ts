@@ -1,5 +1,6 @@
 import os from 'node:os';
 import type { Runtime } from '../core/runtime.js';
+import { assertMigrated } from '../ledger/migrate.js';
 import { Operations, type OperationRecord } from '../ledger/operations.js';
 
 export interface AuditInput {
@@ -58,4 +59,35 @@ export async function listOperations(
   options: { limit?: number; since?: number; command?: string } = {},
 ): Promise<OperationRecord[]> {
   return new Operations(runtime.db, runtime.settings.schema).list(options);
+}
+
+/**
+ * Why no audit record can be written now (the database is unreachable or not migrated), or null.
+ * Queue controls (pause, resume, ramp) use it: they must work in an outage, PostgreSQL's included.
+ */
+export async function auditUnavailable(runtime: Runtime): Promise<string | null> {
+  try {
+    await runtime.assertReachable({ db: true });
+    await assertMigrated(runtime.db, runtime.settings.schema);
+    return null;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+/**
+ * audited() for actions that must not depend on the database: when it cannot take an audit record,
+ * the action runs anyway with a null operation id, and `auditSkipped` says why, for the caller to
+ * warn about. `action` gets the operation id, and whether the database is there to use.
+ */
+export async function auditedIfReachable<T extends object>(
+  runtime: Runtime,
+  input: AuditInput,
+  action: (operationId: string | null, dbAvailable: boolean) => Promise<T>,
+  options: { counts: (result: T) => Record<string, number> },
+): Promise<T & { operationId: string | null; auditSkipped: string | null }> {
+  const unavailable = await auditUnavailable(runtime);
+  if (unavailable) return { ...(await action(null, false)), operationId: null, auditSkipped: unavailable };
+  const result = await audited(runtime, input, (id) => action(id, true), options);
+  return { ...result, auditSkipped: null };
 }

@@ -1,0 +1,316 @@
+import { randomUUID } from 'node:crypto';
+import type { Runtime } from '../core/runtime.js';
+import { EffectsError, UsageError } from '../core/errors.js';
+import { formatDuration } from '../core/duration.js';
+import { QueueSettings } from '../ledger/queue-settings.js';
+import { applyLimits, readLimits, type QueueLimits } from '../queue/limits.js';
+import { applyRamp } from '../ramp/apply.js';
+import {
+  buildPlan,
+  endsAt,
+  failureRate,
+  isHolding,
+  limitAt,
+  limitRate,
+  planProgress,
+  queuePhase,
+  queueEndsAt,
+  queueStartsAt,
+  type RampCurve,
+  type RampPhase,
+  type RampPlan,
+} from '../ramp/plan.js';
+import { RampStore } from '../ramp/store.js';
+import { auditedIfReachable, defaultActor } from './audit.js';
+import { selectQueues, type QueueSelection } from './select-queues.js';
+
+export interface StartRampOptions extends QueueSelection {
+  /** Length of each queue's ramp, ms. */
+  durationMs: number;
+  /** Jobs per second per queue at the start. */
+  from: number;
+  /** Jobs per second per queue at the end. @defaultValue each queue's configured rate limit */
+  to?: number;
+  /** @defaultValue `'linear'` */
+  curve?: RampCurve;
+  /** Delay between one queue's start and the next's, in the order given. @defaultValue 0 */
+  staggerMs?: number;
+  /** Stop rising while the failure rate of the ramped queues is above this (0..1). @defaultValue never */
+  holdOnErrors?: number;
+  /** Window the failure rate is measured over. @defaultValue a tenth of the ramp, within 5 s..60 s */
+  holdWindowMs?: number;
+  /** Finished attempts a window needs before its failure rate counts. @defaultValue 20 */
+  holdMinSample?: number;
+  /** Replace an active ramp instead of refusing. @defaultValue false */
+  replace?: boolean;
+  actor?: string;
+  reason?: string;
+  /** @defaultValue Date.now() */
+  now?: number;
+}
+
+export interface StartRampResult {
+  plan: RampPlan;
+  /** The ramp this one replaced (--replace), or null. */
+  replaced: RampPlan | null;
+  /** Queues of the replaced ramp that are not in this one: they keep the limits in force now. */
+  leftAtCurrentLimits: string[];
+  /** Things the operator should know, such as a --to above a configured limit. */
+  warnings: string[];
+  operationId: string | null;
+  auditSkipped: string | null;
+}
+
+/**
+ * Resumes queues under a ramp plan. The queues are paused and given the starting limit before the
+ * plan is stored, so no worker ever sees them unpaused at the old limits; the first queue starts at
+ * once, the others at their turn, by whichever applier (this process, the CLI that waits, any
+ * scheduler) gets there first.
+ */
+export async function startRamp(runtime: Runtime, options: StartRampOptions): Promise<StartRampResult> {
+  await runtime.assertReachable({ redis: true });
+  const names = await selectQueues(runtime, options);
+  const store = new RampStore(runtime.redis, runtime.settings.prefix);
+  const active = await store.read();
+  if (active && !options.replace) {
+    throw new UsageError(
+      `A ramp is already active (${active.id}, by ${active.createdBy}, ${describeEnd(active, Date.now())}).`,
+      'Pass --replace to replace it, see it with `effects ramp status`, or stop it with `effects ramp cancel`.',
+    );
+  }
+
+  const missingTo = names.filter((n) => options.to === undefined && !runtime.effectsByName.get(n)?.rateLimit);
+  if (missingTo.length) {
+    throw new UsageError(
+      `--to is needed: queue(s) ${missingTo.join(', ')} have no configured rate limit to ramp to.`,
+      'Pass --to N (jobs per second per queue at the end of the ramp).',
+    );
+  }
+
+  const warnings: string[] = [];
+  const queues = await Promise.all(
+    names.map(async (name) => {
+      const effect = runtime.effectsByName.get(name);
+      const configuredRate = effect?.rateLimit ? limitRate(effect.rateLimit) : undefined;
+      const to = options.to ?? configuredRate!;
+      if (configuredRate !== undefined && to > configuredRate) {
+        warnings.push(
+          `Queue ${name} ramps to ${round(to)}/s, above its configured ${round(configuredRate)}/s, which is back in force when its ramp ends.`,
+        );
+      }
+      if (effect) {
+        const after: QueueLimits = { rateLimit: effect.rateLimit ?? null, concurrency: effect.globalConcurrency ?? null };
+        return { name, to, concurrency: after.concurrency, after, afterSource: 'config' as const };
+      }
+      // A queue we have no config for gets back what it had before the ramp; during a replaced ramp,
+      // "before" is what that ramp would have put back.
+      const previous = active?.queues.find((q) => q.name === name)?.after ?? (await readLimits(runtime.redis, runtime.settings.prefix, name));
+      return { name, to, concurrency: previous.concurrency, after: previous, afterSource: 'previous' as const };
+    }),
+  );
+  const now = options.now ?? Date.now();
+  const actor = options.actor ?? defaultActor();
+  const id = `ramp-${randomUUID().slice(0, 8)}`;
+  const input = {
+    id,
+    now,
+    createdBy: actor,
+    durationMs: options.durationMs,
+    from: options.from,
+    curve: options.curve,
+    staggerMs: options.staggerMs,
+    holdOnErrors: options.holdOnErrors ?? null,
+    holdWindowMs: options.holdWindowMs,
+    holdMinSample: options.holdMinSample,
+    queues,
+  };
+  buildPlan(input); // every usage error before anything changes
+
+  return auditedIfReachable(
+    runtime,
+    {
+      command: 'resume --ramp',
+      actor,
+      reason: options.reason,
+      filter: {
+        queues: names,
+        durationMs: options.durationMs,
+        from: options.from,
+        to: options.to ?? 'configured',
+        curve: options.curve ?? 'linear',
+        staggerMs: options.staggerMs ?? 0,
+        holdOnErrors: options.holdOnErrors ?? null,
+        replace: Boolean(options.replace),
+      },
+    },
+    async (operationId, dbAvailable) => {
+      const plan = buildPlan({ ...input, operationId });
+      // Held and at the starting limit before any applier can see the plan.
+      for (const queue of plan.queues) {
+        await runtime.queues.get(queue.name).pause();
+        const limit = limitAt(plan, queue, now);
+        await applyLimits(runtime.queues, queue.name, { rateLimit: limit.rateLimit, concurrency: limit.concurrency });
+      }
+      const created = await store.create(plan, active ?? undefined);
+      if (!created.ok) {
+        throw new EffectsError(
+          `Another ramp (${created.active?.id ?? 'unknown'}) was stored at the same moment; the queues are paused at the starting limit.`,
+          'See it with `effects ramp status`; run this again with --replace to put this plan in force.',
+        );
+      }
+      if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, false, actor);
+      await applyRamp(runtime, { now });
+      const leftAtCurrentLimits = (active?.queues ?? []).map((q) => q.name).filter((n) => !names.includes(n));
+      return { plan: (await store.read()) ?? plan, replaced: active, leftAtCurrentLimits, warnings };
+    },
+    { counts: () => ({ queues: names.length }) },
+  );
+}
+
+export interface RampQueueStatus {
+  name: string;
+  phase: RampPhase;
+  /** Jobs per second the plan gives this queue now. */
+  rate: number;
+  /** Jobs per second at the end of its ramp. */
+  to: number;
+  /** The limits in the queue's meta hash now, as an applier last set them. */
+  applied: QueueLimits;
+  paused: boolean;
+  startsAt: number;
+  endsAt: number;
+  /** What is in force when its ramp ends, and where that comes from. */
+  after: QueueLimits;
+  afterSource: 'config' | 'previous';
+}
+
+export interface RampStatus {
+  /** Whether a ramp is running; when not, `plan` is the last one that ended (kept a day) or null. */
+  active: boolean;
+  plan: RampPlan | null;
+  now: number;
+  /** 0..1 of the plan's length, not counting time held. */
+  progress: number;
+  endsAt: number | null;
+  etaMs: number | null;
+  /** Why the ramp is not rising, while it holds. */
+  holding: { since: number; reason: string } | null;
+  /** Failure rate of the last check (0..1), or null without --hold-on-errors or enough attempts. */
+  failureRate: number | null;
+  queues: RampQueueStatus[];
+  /** A scheduler that applied ramps in the last few seconds (host:pid), or null. */
+  applier: string | null;
+}
+
+/** The active ramp (or the last one), with where each queue stands and when it ends. */
+export async function getRampStatus(runtime: Runtime, options: { now?: number } = {}): Promise<RampStatus> {
+  await runtime.assertReachable({ redis: true });
+  const store = new RampStore(runtime.redis, runtime.settings.prefix);
+  const now = options.now ?? Date.now();
+  const [active, applier] = await Promise.all([store.read(), store.applier()]);
+  const plan = active ?? (await store.readLast());
+  if (!plan) {
+    return { active: false, plan: null, now, progress: 0, endsAt: null, etaMs: null, holding: null, failureRate: null, queues: [], applier };
+  }
+  // An ended plan is shown as it stood when it ended.
+  const at = active ? now : (plan.endedAt ?? now);
+  const queues = await Promise.all(
+    plan.queues.map(async (queue): Promise<RampQueueStatus> => {
+      const limit = limitAt(plan, queue, at);
+      const [applied, paused] = await Promise.all([
+        readLimits(runtime.redis, runtime.settings.prefix, queue.name),
+        runtime.queues.get(queue.name).isPaused(),
+      ]);
+      return {
+        name: queue.name,
+        phase: queuePhase(plan, queue, at),
+        rate: limit.rate,
+        to: queue.to,
+        applied,
+        paused,
+        startsAt: queueStartsAt(plan, queue, at),
+        endsAt: queueEndsAt(plan, queue, at),
+        after: queue.after,
+        afterSource: queue.afterSource,
+      };
+    }),
+  );
+  const hold = isHolding(plan) ? plan.holds.at(-1)! : null;
+  const end = endsAt(plan, at);
+  return {
+    active: Boolean(active),
+    plan,
+    now,
+    progress: planProgress(plan, at),
+    endsAt: end,
+    etaMs: active ? Math.max(0, end - now) : 0,
+    holding: hold ? { since: hold.start, reason: hold.reason } : null,
+    failureRate: plan.lastCheck ? failureRate(plan, plan.lastCheck) : null,
+    queues,
+    applier,
+  };
+}
+
+export interface CancelRampOptions {
+  /** Put the configured limits (or those before the ramp) back, instead of keeping the current ones. @defaultValue false */
+  restore?: boolean;
+  actor?: string;
+  reason?: string;
+}
+
+export interface CancelRampResult {
+  /** False when no ramp was active. */
+  cancelled: boolean;
+  plan: RampPlan | null;
+  restored: boolean;
+  /** Each queue of the plan as the cancel left it. */
+  queues: Array<{ name: string; limits: QueueLimits; paused: boolean; started: boolean }>;
+  operationId: string | null;
+  auditSkipped: string | null;
+}
+
+/**
+ * Stops the active ramp. Its queues keep the limits in force now, or with `restore` get their
+ * configured ones (those before the ramp, for queues without config). Queues whose turn had not
+ * come stay paused either way: resuming them is the operator's call.
+ */
+export async function cancelRamp(runtime: Runtime, options: CancelRampOptions = {}): Promise<CancelRampResult> {
+  await runtime.assertReachable({ redis: true });
+  const store = new RampStore(runtime.redis, runtime.settings.prefix);
+  const active = await store.read();
+  if (!active) {
+    return { cancelled: false, plan: null, restored: false, queues: [], operationId: null, auditSkipped: null };
+  }
+  return auditedIfReachable(
+    runtime,
+    {
+      command: 'ramp cancel',
+      actor: options.actor ?? defaultActor(),
+      reason: options.reason,
+      filter: { ramp: active.id, restore: Boolean(options.restore) },
+    },
+    async () => {
+      const ended = await store.end(active.id, 'cancelled', Date.now());
+      if (!ended) throw new EffectsError(`The ramp ${active.id} ended or was replaced while cancelling it.`, 'See `effects ramp status`.');
+      const queues = [];
+      for (const queue of ended.queues) {
+        if (options.restore) await applyLimits(runtime.queues, queue.name, queue.after);
+        queues.push({
+          name: queue.name,
+          limits: await readLimits(runtime.redis, runtime.settings.prefix, queue.name),
+          paused: await runtime.queues.get(queue.name).isPaused(),
+          started: queue.startedAt !== null,
+        });
+      }
+      return { cancelled: true, plan: ended, restored: Boolean(options.restore), queues };
+    },
+    { counts: (r) => ({ queues: r.queues.length }) },
+  );
+}
+
+function describeEnd(plan: RampPlan, now: number): string {
+  const end = endsAt(plan, now);
+  return isHolding(plan) ? 'holding' : `ends in ${formatDuration(Math.max(0, end - now))}`;
+}
+
+const round = (x: number) => Number(x.toFixed(2));
