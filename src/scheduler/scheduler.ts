@@ -3,6 +3,7 @@ import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { SCHEDULER_QUEUE } from '../queue/keys.js';
 import { rebuild, type RebuildResult } from '../ops/rebuild.js';
+import { startRampTicker } from '../ramp/ticker.js';
 
 export interface SchedulerOptions {
   /** How often the fan-out rebuild runs. @defaultValue settings.scheduler.everyMs (1 h) */
@@ -11,6 +12,8 @@ export interface SchedulerOptions {
   lookbackMs?: number;
   /** Called after each periodic rebuild (for logs and tests). */
   onRebuild?(result: RebuildResult): void;
+  /** How often the active ramp plan is applied. @defaultValue RAMP_TICK_MS (250 ms) */
+  rampTickMs?: number;
 }
 
 export interface SchedulerHandle {
@@ -64,11 +67,24 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
   worker.on('error', (error) => log.warn({ err: { message: error.message } }, 'scheduler worker error'));
   worker.on('failed', (_job, error) => log.error({ err: { message: error.message } }, 'periodic rebuild failed'));
   await worker.waitUntilReady();
+  // Every scheduler applies the active ramp: the limit is a pure function of plan and time, so
+  // several of them set the same values, and a ramp outlives the terminal that started it.
+  const ramps = startRampTicker(runtime, {
+    everyMs: options.rampTickMs,
+    heartbeat: true,
+    onTick: (tick) => {
+      if (tick.started.length) log.info({ ramp: tick.plan?.id, queues: tick.started }, 'ramp: queues started');
+      if (tick.finished.length) log.info({ queues: tick.finished }, 'ramp: queues at their after-ramp limits');
+      if (tick.ended) log.info({ ramp: tick.ended.id }, 'ramp finished');
+    },
+    onError: (error) => log.warn({ err: { message: error.message } }, 'ramp tick failed; retrying'),
+  });
   log.info({ everyMs, lookbackMs }, 'scheduler started');
 
   return {
     async close() {
       clearInterval(keepSchedule);
+      await ramps.stop();
       await worker.close();
       await runtime.close();
     },
