@@ -64,6 +64,7 @@ const configSchema = z.strictObject({
       shutdownTimeout: durationLike.optional(),
       lockDuration: z.number().int().positive().optional(),
       stalledInterval: z.number().int().positive().optional(),
+      startupJitter: durationLike.optional(),
     })
     .optional(),
   scheduler: z

@@ -18,6 +18,8 @@ export const DEFAULTS = {
   schedulerLookbackMs: 86_400_000,
   completedAgeMs: 3_600_000,
   failedAgeMs: 30 * 86_400_000,
+  /** `effects worker` only: embedded workers (tests, apps) start at once unless the config says otherwise. */
+  cliStartupJitterMs: 2_000,
 } as const;
 
 /** Flags every command accepts; they win over everything else. */
@@ -49,7 +51,13 @@ export interface Settings {
   poisonThreshold: number;
   alertWebhook?: string;
   effects: ResolvedEffect[];
-  worker: { shutdownTimeoutMs: number; lockDurationMs: number; stalledIntervalMs: number };
+  worker: {
+    shutdownTimeoutMs: number;
+    lockDurationMs: number;
+    stalledIntervalMs: number;
+    /** Random delay bound before a worker takes jobs; undefined when not configured. */
+    startupJitterMs?: number;
+  };
   scheduler: { everyMs: number; lookbackMs: number };
   retention: { completedAgeMs: number; failedAgeMs: number };
 }
@@ -104,6 +112,10 @@ export function resolveSettings(
       shutdownTimeoutMs: toMs(config?.worker?.shutdownTimeout, DEFAULTS.shutdownTimeoutMs, 'worker.shutdownTimeout'),
       lockDurationMs: config?.worker?.lockDuration ?? DEFAULTS.lockDurationMs,
       stalledIntervalMs: config?.worker?.stalledInterval ?? DEFAULTS.stalledIntervalMs,
+      startupJitterMs:
+        config?.worker?.startupJitter === undefined
+          ? undefined
+          : toMs(config.worker.startupJitter, 0, 'worker.startupJitter'),
     },
     scheduler: {
       everyMs: toMs(config?.scheduler?.every, DEFAULTS.schedulerEveryMs, 'scheduler.every'),

@@ -85,6 +85,11 @@ export interface EffectsConfig {
     lockDuration?: number;
     /** BullMQ stalled-job check interval in ms. @defaultValue 30000 */
     stalledInterval?: number;
+    /**
+     * A worker waits a random time up to this before taking jobs, so a fleet restarted together does
+     * not move in step (`90s`-style duration or ms). @defaultValue `2s` for `effects worker`, 0 for startWorker
+     */
+    startupJitter?: string | number;
   };
   scheduler?: {
     /** How often the fan-out rebuild runs. @defaultValue `1h` */

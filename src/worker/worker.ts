@@ -15,6 +15,11 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Serve `/metrics` and `/healthz` on this port. @defaultValue no server */
   metricsPort?: number;
+  /**
+   * Wait a random 0..N ms before taking jobs, so a fleet restarted together does not start in step.
+   * @defaultValue settings.worker.startupJitterMs, else 0 (`effects worker` defaults to 2 s)
+   */
+  startupJitterMs?: number;
   hooks?: TaskHooks;
 }
 
@@ -78,10 +83,17 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     return worker;
   });
 
-  for (const worker of workers) void worker.run();
+  let closing: Promise<{ drained: boolean }> | undefined;
+  // A fleet restarted together would otherwise take its first jobs, and hit Redis, the database and
+  // every downstream service, in the same instant.
+  const jitterMs = options.startupJitterMs ?? runtime.settings.worker.startupJitterMs ?? 0;
+  const startDelayMs = Math.round(Math.random() * jitterMs);
+  const startTimer = setTimeout(() => {
+    if (!closing) for (const worker of workers) void worker.run();
+  }, startDelayMs);
   await Promise.all(workers.map((w) => w.waitUntilReady()));
   log.info(
-    { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix },
+    { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix, startDelayMs },
     `worker started on ${effects.length} queue(s)`,
   );
 
@@ -92,13 +104,13 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
           workers.every((w) => w.isRunning()) && runtime.redis.status === 'ready',
         );
 
-  let closing: Promise<{ drained: boolean }> | undefined;
   return {
     workers,
     metrics,
     metricsServer,
     close({ timeoutMs = runtime.settings.worker.shutdownTimeoutMs } = {}) {
       closing ??= (async () => {
+        clearTimeout(startTimer);
         // Stop taking jobs now, then wait for ours with a deadline. Not worker.close() first: it
         // waits for active jobs without limit, and a later close(true) returns that same promise.
         await Promise.all(workers.map((w) => w.pause(true)));
