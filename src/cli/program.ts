@@ -1,9 +1,12 @@
 import { Command, Option } from 'commander';
 import { registerDiscard } from './commands/discard.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerPause } from './commands/pause.js';
 import { registerPoison } from './commands/poison.js';
+import { registerRamp } from './commands/ramp.js';
 import { registerRebuild } from './commands/rebuild.js';
 import { registerReplay } from './commands/replay.js';
+import { registerResume } from './commands/resume.js';
 import { registerScheduler } from './commands/scheduler.js';
 import { registerStatus } from './commands/status.js';
 import { registerWorker } from './commands/worker.js';
@@ -52,5 +55,8 @@ Examples:
   registerPoison(program);
   registerReplay(program, setExitCode);
   registerDiscard(program, setExitCode);
+  registerPause(program);
+  registerResume(program, setExitCode);
+  registerRamp(program);
   return program;
 }

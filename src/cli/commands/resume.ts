@@ -1,0 +1,139 @@
+import { Option, type Command } from 'commander';
+import { UsageError } from '../../core/errors.js';
+import { resumeQueues } from '../../ops/pause.js';
+import { getRampStatus, startRamp } from '../../ops/ramp.js';
+import { RAMP_CURVES } from '../../ramp/plan.js';
+import { RampStore } from '../../ramp/store.js';
+import { CommandContext } from '../context.js';
+import { durationArg, listArg, rateArg, ratioArg } from '../parsers.js';
+import { followRamp, warnAuditSkipped } from '../ramp-follow.js';
+import { describePlan, renderRampStatus } from '../ramp-view.js';
+
+/** Flags that mean something only under --ramp. */
+const RAMP_ONLY = ['from', 'to', 'curve', 'stagger', 'holdOnErrors', 'detach'] as const;
+const flagName = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+export function registerResume(program: Command, setExitCode: (code: number) => void): void {
+  program
+    .command('resume')
+    .description('resume queues at once, or under a ramp that raises their rate limit step by step')
+    .option('--queue <name>', 'a queue to resume (repeatable, or comma-separated; a ramp starts them in this order)', listArg)
+    .option('--all', 'every queue under the prefix (a ramp starts them in name order)')
+    .option('--ramp <duration>', 'ramp each queue up over this long, e.g. 10m', durationArg)
+    .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m', rateArg)
+    .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit)", rateArg)
+    .addOption(new Option('--curve <curve>', 'linear, or exponential (slow start)').choices([...RAMP_CURVES]))
+    .option('--stagger <duration>', 'start the queues one after another, this far apart', durationArg)
+    .option('--hold-on-errors <rate>', 'stop rising while the failure rate of the ramped queues is above this, e.g. 10%', ratioArg)
+    .option('--detach', 'store the plan and return; running schedulers apply it')
+    .option('--replace', 'replace an active ramp (or take its queues out of it for a plain resume)')
+    .option('--reason <text>', 'why, for the audit trail')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ effects resume --queue notify-crm                          # at once: BullMQ's resume
+  $ effects resume --all --ramp 10m --from 5                    # up to each configured rate limit
+  $ effects resume --all --ramp 10m --from 5 --to 200 --stagger 30s --curve exponential
+  $ effects resume --all --ramp 20m --from 2 --to 100 --hold-on-errors 10% --detach
+
+A ramp sets each queue's BullMQ global rate limit (and global concurrency, where configured) along
+the curve; queues not yet started stay paused. The plan is stored in Redis and applied by this
+command while it waits and by every running \`effects scheduler\`, so closing this terminal (or
+Ctrl-C) does not stop it. When a queue's ramp ends its configured limits are in force (for a queue
+without config: the limits it had before). See it with \`effects ramp status\`.
+
+Exit codes: 0 the ramp finished (or --detach / Ctrl-C left it running), 1 it was cancelled or
+replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a ramp already active).`,
+    )
+    .action(async (opts, command: Command) => {
+      const ctx = await CommandContext.from(command);
+      if (opts.ramp === undefined) {
+        const stray = RAMP_ONLY.filter((key) => opts[key] !== undefined);
+        if (stray.length) throw new UsageError(`${stray.map(flagName).join(', ')} only make sense with --ramp DURATION.`);
+      } else if (opts.from === undefined) {
+        throw new UsageError('--ramp needs --from N: the jobs per second per queue to start at.');
+      }
+      const runtime = ctx.runtime();
+      try {
+        if (opts.ramp === undefined) {
+          const result = await resumeQueues(runtime, {
+            queues: opts.queue,
+            all: Boolean(opts.all),
+            replace: Boolean(opts.replace),
+            actor: ctx.flags.actor,
+            reason: opts.reason,
+          });
+          warnAuditSkipped(result.auditSkipped, 'resumed state');
+          if (ctx.json) return ctx.printJson({ ...result, ramp: null });
+          const lines = [];
+          if (result.resumed.length) lines.push(`resumed ${result.resumed.join(', ')} at once, with the limits in force`);
+          if (result.alreadyRunning.length) lines.push(`not paused: ${result.alreadyRunning.join(', ')}`);
+          if (result.removedFromRamp.length) lines.push(`took ${result.removedFromRamp.join(', ')} out of the active ramp`);
+          return ctx.print(lines.join('\n'));
+        }
+
+        const started = await startRamp(runtime, {
+          queues: opts.queue,
+          all: Boolean(opts.all),
+          durationMs: opts.ramp,
+          from: opts.from,
+          to: opts.to,
+          curve: opts.curve,
+          staggerMs: opts.stagger,
+          holdOnErrors: opts.holdOnErrors,
+          replace: Boolean(opts.replace),
+          actor: ctx.flags.actor,
+          reason: opts.reason,
+        });
+        warnAuditSkipped(started.auditSkipped, 'resumed state');
+        for (const warning of started.warnings) process.stderr.write(`warning: ${warning}\n`);
+        if (!ctx.json) {
+          if (started.replaced) {
+            ctx.print(
+              `replaced ramp ${started.replaced.id}` +
+                (started.leftAtCurrentLimits.length ? `; ${started.leftAtCurrentLimits.join(', ')} keep the limits in force now` : ''),
+            );
+          }
+          ctx.print(`ramp ${started.plan.id}: ${describePlan(started.plan)}, ${started.plan.queues.length} queue(s)`);
+        }
+
+        let outcome: 'finished' | 'cancelled' | 'replaced' | 'detached' = 'detached';
+        if (opts.detach) {
+          const applier = await new RampStore(runtime.redis, runtime.settings.prefix).applier();
+          if (!applier) {
+            process.stderr.write(
+              'warning: no `effects scheduler` has applied ramps in the last few seconds; until one runs, the ramp does not advance.\n',
+            );
+          }
+        } else {
+          outcome = await followRamp(ctx, runtime, started.plan.id);
+        }
+        const status = await getRampStatus(runtime);
+        if (ctx.json) {
+          ctx.printJson({
+            outcome,
+            operationId: started.operationId,
+            replaced: started.replaced?.id ?? null,
+            warnings: started.warnings,
+            ramp: status,
+          });
+        } else {
+          ctx.print(
+            {
+              finished: 'ramp finished: every queue has its after-ramp limits in force',
+              cancelled: 'the ramp was cancelled (`effects ramp cancel`) while this waited',
+              replaced: 'the ramp was replaced by another one while this waited',
+              detached: opts.detach
+                ? 'detached: schedulers apply the ramp; follow it with `effects ramp status`'
+                : 'stopped waiting; the ramp goes on wherever `effects scheduler` runs (`effects ramp status`)',
+            }[outcome],
+          );
+          ctx.print(`\n${renderRampStatus(status, ctx.chalk)}`);
+        }
+        if (outcome === 'cancelled' || outcome === 'replaced') setExitCode(1);
+      } finally {
+        await runtime.close();
+      }
+    });
+}

@@ -1,0 +1,82 @@
+import cliProgress from 'cli-progress';
+import type { Runtime } from '../core/runtime.js';
+import { getRampStatus, type RampStatus } from '../ops/ramp.js';
+import { RampStore } from '../ramp/store.js';
+import { startRampTicker } from '../ramp/ticker.js';
+import type { CommandContext } from './context.js';
+import { clock, progressLine } from './ramp-view.js';
+
+/** How often a waiting ramp prints a line when nobody watches a terminal (logs, CI). */
+const PLAIN_LINE_EVERY_MS = 5_000;
+
+export type FollowOutcome = 'finished' | 'cancelled' | 'replaced' | 'detached';
+
+/** Pause, resume and ramp work without the database; this says (on stderr) what was not recorded. */
+export function warnAuditSkipped(reason: string | null, state?: string): void {
+  if (!reason) return;
+  process.stderr.write(
+    `warning: no audit record written${state ? `, and the ${state} is not saved in the database` : ''}: ${reason}\n` +
+      'warning: the change itself was made in Redis.\n',
+  );
+}
+
+/**
+ * Applies the ramp `planId` from this process until it ends, showing its progress: a live bar on
+ * a terminal, a line every few seconds otherwise, nothing with --json. Ctrl-C stops waiting, not the
+ * ramp (a scheduler carries on with it).
+ */
+export async function followRamp(ctx: CommandContext, runtime: Runtime, planId: string): Promise<FollowOutcome> {
+  const live = !ctx.json && Boolean(process.stderr.isTTY);
+  const bar = live
+    ? new cliProgress.SingleBar(
+        {
+          format: 'ramp [{bar}] {line}',
+          stream: process.stderr,
+          hideCursor: true,
+          clearOnComplete: true,
+          barsize: 20,
+        },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined;
+  bar?.start(1000, 0, { line: '' });
+  let lastPlainLine = 0;
+  let lastError: string | undefined;
+  const show = (status: RampStatus) => {
+    if (ctx.json) return;
+    const line = progressLine(status);
+    if (bar) bar.update(Math.round(status.progress * 1000), { line });
+    else if (Date.now() - lastPlainLine >= PLAIN_LINE_EVERY_MS) {
+      lastPlainLine = Date.now();
+      ctx.print(`${clock(status.now)} ${line}`);
+    }
+  };
+
+  let finish: (outcome: FollowOutcome) => void = () => {};
+  const done = new Promise<FollowOutcome>((resolve) => (finish = resolve));
+  const onSigint = () => finish('detached');
+  process.once('SIGINT', onSigint);
+  const ticker = startRampTicker(runtime, {
+    onTick: (tick) => {
+      if (tick.plan?.id === planId) {
+        void getRampStatus(runtime).then(show, () => undefined);
+        return;
+      }
+      void new RampStore(runtime.redis, runtime.settings.prefix).readLast().then((last) => {
+        finish(last?.id === planId && last.outcome ? last.outcome : 'replaced');
+      });
+    },
+    onError: (error) => {
+      // Redis away: say so once per distinct error, keep trying.
+      if (error.message !== lastError && !ctx.json) process.stderr.write(`warning: ramp tick failed (${error.message}); retrying\n`);
+      lastError = error.message;
+    },
+  });
+  try {
+    return await done;
+  } finally {
+    process.off('SIGINT', onSigint);
+    await ticker.stop();
+    bar?.stop();
+  }
+}
