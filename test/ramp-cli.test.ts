@@ -1,0 +1,139 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readLimits } from '../src/queue/limits.js';
+import { runCli, setupServices, type TestServices } from './helpers.js';
+
+// Run `npm run build` first: these spawn the built binary.
+describe('effects pause / resume / ramp (CLI)', () => {
+  let services: TestServices;
+  let base: string[];
+  let configFile: string;
+
+  beforeAll(async () => {
+    services = await setupServices('ramp-cli');
+    await services.migrate();
+    base = ['--redis', services.redisUrl, '--db', services.databaseUrl, '--prefix', services.prefix, '--schema', services.schema];
+    // Queues this CLI has no config for: found in Redis.
+    for (const name of ['cli-a', 'cli-b']) {
+      const queue = new Queue(name, { connection: services.redis, prefix: services.prefix });
+      await queue.add('x', {});
+      await queue.close();
+    }
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'effects-ramp-cli-'));
+    configFile = path.join(dir, 'effects.config.mjs');
+    await fs.writeFile(
+      configFile,
+      `export default { effects: [{ name: 'cli-conf', on: 'e', rateLimit: { max: 30, per: '1s' }, globalConcurrency: 6, run() {} }] };\n`,
+    );
+  });
+
+  afterAll(async () => {
+    await fs.rm(path.dirname(configFile), { recursive: true, force: true });
+    await services?.cleanup();
+  });
+
+  const cli = (...args: string[]) => runCli([...base, ...args]);
+
+  it('pause needs --queue or --all, and known queues (exit 2 saying what was expected)', async () => {
+    const [none, unknown] = await Promise.all([cli('pause'), cli('pause', '--queue', 'nope')]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/Expected --queue Q \(repeatable\) or --all/);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/Unknown queue\(s\): nope\. Expected one of: cli-a, cli-b/);
+  });
+
+  it('pause --json pauses, writes an audit record and remembers the paused state in the database', async () => {
+    const result = await cli('pause', '--queue', 'cli-a', '--actor', 'oncall', '--json');
+    expect(result.code).toBe(0);
+    const json = JSON.parse(result.stdout);
+    expect(json).toMatchObject({ paused: ['cli-a'], alreadyPaused: [], removedFromRamp: [], auditSkipped: null });
+    const operation = await services.db.withSchema(services.schema).table('operations').where({ id: json.operationId }).first();
+    expect(operation).toMatchObject({ command: 'pause', actor: 'oncall', outcome: 'ok' });
+    const setting = await services.db.withSchema(services.schema).table('queue_settings').where({ queue: 'cli-a' }).first();
+    expect(setting).toMatchObject({ paused: true });
+    expect(await new Queue('cli-a', { connection: services.redis, prefix: services.prefix }).isPaused()).toBe(true);
+  });
+
+  it('pauses with PostgreSQL down, and warns that no audit record was written', async () => {
+    const result = await runCli([...base, '--db', 'postgres://postgres@127.0.0.1:1/nowhere', 'pause', '--queue', 'cli-b', '--json']);
+    expect(result.code).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ paused: ['cli-b'], operationId: null });
+    expect(result.stderr).toMatch(/warning: no audit record written/);
+  });
+
+  it('refuses bad ramp input with exit 2 and what was expected', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--ramp', '10s'], /--ramp needs --from N/],
+      [['--ramp', '10s', '--from', '0', '--to', '10'], /expected a positive rate/],
+      [['--ramp', '10s', '--from', '-5', '--to', '10'], /expected a positive rate/],
+      [['--ramp', '10s', '--from', '50', '--to', '10'], /--from 50\/s is above queue cli-a's target of 10\/s/],
+      [['--ramp', '10s', '--from', '5'], /--to is needed: queue\(s\) cli-a have no configured rate limit/],
+      [['--from', '5'], /--from only make sense with --ramp/],
+      [['--ramp', '10s', '--from', '5', '--to', '10', '--curve', 'cubic'], /Allowed choices are linear, exponential/],
+    ];
+    // In parallel: each spawn mostly waits for node to load.
+    const results = await Promise.all(cases.map(([args]) => cli('resume', '--queue', 'cli-a', ...args)));
+    cases.forEach(([args, message], i) => {
+      expect({ args, code: results[i].code }).toEqual({ args, code: 2 });
+      expect(results[i].stderr).toMatch(message);
+    });
+  });
+
+  it('starts a detached ramp, refuses a second one without --replace, shows and cancels it', async () => {
+    const first = await cli('resume', '--queue', 'cli-a', '--queue', 'cli-b', '--ramp', '1m', '--from', '5', '--to', '10', '--detach', '--json');
+    expect(first.code).toBe(0);
+    const started = JSON.parse(first.stdout);
+    expect(started).toMatchObject({ outcome: 'detached', replaced: null, ramp: { active: true } });
+    expect(started.ramp.queues.map((q: { name: string }) => q.name)).toEqual(['cli-a', 'cli-b']);
+    expect(first.stderr).toMatch(/no `effects scheduler` has applied ramps/);
+
+    const [again, plain] = await Promise.all([
+      cli('resume', '--all', '--ramp', '1m', '--from', '5', '--to', '10'),
+      cli('resume', '--queue', 'cli-a'),
+    ]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toMatch(/A ramp is already active \(ramp-/);
+    expect(plain.code).toBe(2);
+    expect(plain.stderr).toMatch(/under the active ramp/);
+
+    const replaced = await cli('resume', '--queue', 'cli-b', '--ramp', '1m', '--from', '2', '--to', '8', '--detach', '--replace', '--json');
+    expect(replaced.code).toBe(0);
+    const second = JSON.parse(replaced.stdout);
+    expect(second.replaced).toBe(started.ramp.plan.id);
+
+    const [status, text] = await Promise.all([cli('ramp', 'status', '--json'), cli('ramp', 'status')]);
+    expect(status.code).toBe(0);
+    const shown = JSON.parse(status.stdout);
+    expect(shown).toMatchObject({ active: true, plan: { id: second.ramp.plan.id, from: 2, curve: 'linear' }, holding: null });
+    expect(shown.queues).toEqual([expect.objectContaining({ name: 'cli-b', phase: 'ramping', to: 8, paused: false })]);
+    expect(shown.etaMs).toBeGreaterThan(50_000);
+
+    expect(text.stdout).toMatch(/jobs\/s \(all queues\)/);
+    expect(text.stdout).toMatch(/cli-b\s+ramping/);
+    expect(text.stdout).toMatch(/no scheduler seen/);
+
+    const cancelled = await cli('ramp', 'cancel', '--restore', '--json');
+    expect(cancelled.code).toBe(0);
+    expect(JSON.parse(cancelled.stdout)).toMatchObject({ cancelled: true, restored: true, plan: { outcome: 'cancelled' } });
+    const nothing = await cli('ramp', 'cancel', '--json');
+    expect(nothing.code).toBe(0);
+    expect(JSON.parse(nothing.stdout)).toMatchObject({ cancelled: false });
+    const after = JSON.parse((await cli('ramp', 'status', '--json')).stdout);
+    expect(after).toMatchObject({ active: false, plan: { outcome: 'cancelled' } });
+  });
+
+  it('waits for a ramp to the configured limit and ends with the configured limits in force', async () => {
+    const result = await cli('--config', configFile, 'resume', '--queue', 'cli-conf', '--ramp', '1s', '--from', '5', '--json');
+    expect(result.code).toBe(0);
+    const json = JSON.parse(result.stdout);
+    expect(json).toMatchObject({ outcome: 'finished', ramp: { active: false, plan: { outcome: 'finished' } } });
+    expect(json.ramp.queues[0]).toMatchObject({ name: 'cli-conf', to: 30, afterSource: 'config' });
+    expect(await readLimits(services.redis, services.prefix, 'cli-conf')).toEqual({
+      rateLimit: { max: 30, durationMs: 1000 },
+      concurrency: 6,
+    });
+  });
+});
