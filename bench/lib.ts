@@ -53,7 +53,13 @@ export function benchNamespace(suite: string): { prefix: string; schema: string 
   return { prefix: name, schema: name };
 }
 
-export const median = (values: number[]) => percentile(values, 50);
+/** The middle value, or the mean of the two middle values for an even count. */
+export function median(values: number[]): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
 
 /** Nearest-rank percentile; `p` in 0..100. */
 export function percentile(values: number[], p: number): number {

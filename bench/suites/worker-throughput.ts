@@ -54,7 +54,14 @@ interface RunFigures {
   ms: number;
   failed: number;
   rssPeakMb: number;
+  /** CPU time of this process per job, user + system: less sensitive to other load than jobs/s. */
+  cpuUsPerJob: number;
 }
+
+const cpuSince = (start: NodeJS.CpuUsage, count: number) => {
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / count;
+};
 
 export const suite: Suite = {
   name: 'worker-throughput',
@@ -120,6 +127,7 @@ export const suite: Suite = {
     const runRaw = async (count: number): Promise<RunFigures> => {
       await enqueueRaw(count);
       const rss = sampleRss();
+      const cpu = process.cpuUsage();
       const worker = new Worker(RAW_QUEUE, async (_job: Job) => undefined, {
         connection: redis,
         prefix,
@@ -132,10 +140,11 @@ export const suite: Suite = {
       const done = drain(worker, count);
       void worker.run();
       const { ms, failed } = await done;
+      const cpuUsPerJob = cpuSince(cpu, count);
       await worker.close();
       const { peakMb } = rss.stop();
       await rawQueue.obliterate({ force: true });
-      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb };
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob };
     };
 
     const runEffects = async (count: number, logLevel: 'info' | 'warn'): Promise<RunFigures> => {
@@ -148,12 +157,14 @@ export const suite: Suite = {
         destination: pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream,
       });
       const runtime = new Runtime(settings, { logger });
+      const cpu = process.cpuUsage();
       // startWorker starts consuming at once; the queue stays paused until the listeners are attached.
       await effectQueue.pause();
       const handle = await startWorker(runtime, { concurrency: CONCURRENCY });
       const done = drain(handle.workers[0], count);
       await effectQueue.resume();
       const { ms, failed } = await done;
+      const cpuUsPerJob = cpuSince(cpu, count);
       await handle.close({ timeoutMs: 10_000 });
       const { peakMb } = rss.stop();
       const pending = await admin.withSchema(schema).table('ledger').whereNot('status', 'done').count<{ count: string }[]>('* as count');
@@ -161,14 +172,17 @@ export const suite: Suite = {
       await effectQueue.obliterate({ force: true });
       // Every round starts from an empty ledger, so later rounds do not work on a larger index.
       await admin.withSchema(schema).table('ledger').del();
-      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb };
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob };
     };
 
     const results: Record<Side, RunFigures[]> = { raw: [], effects: [], 'effects-quiet': [] };
     const runSide = async (side: Side, count = JOBS) => {
       const figures =
         side === 'raw' ? await runRaw(count) : await runEffects(count, side === 'effects' ? 'info' : 'warn');
-      progress(`${side}: ${Math.round(figures.jobsPerSec)} jobs/s (${Math.round(figures.ms)} ms, ${figures.failed} failed)`);
+      progress(
+        `${side}: ${Math.round(figures.jobsPerSec)} jobs/s (${Math.round(figures.ms)} ms, ` +
+          `${Math.round(figures.cpuUsPerJob)} µs CPU/job, ${figures.failed} failed)`,
+      );
       return figures;
     };
 
@@ -216,6 +230,16 @@ export const suite: Suite = {
         unit: 'jobs/s',
         baseline: round(raw, 0),
         ratio: round(quiet / raw, 3),
+      },
+      {
+        metric: 'worker process CPU per job, raw',
+        value: round(median(results.raw.map((r) => r.cpuUsPerJob)), 0),
+        unit: 'µs',
+      },
+      {
+        metric: 'worker process CPU per job, effects (info logs)',
+        value: round(median(results.effects.map((r) => r.cpuUsPerJob)), 0),
+        unit: 'µs',
       },
       { metric: 'failed jobs (all runs)', value: failed, unit: 'jobs', target: '= 0', pass: failed === 0 },
       {
