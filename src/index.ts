@@ -17,3 +17,19 @@ export { startWorker, type WorkerHandle, type WorkerOptions } from './worker/wor
 export { startScheduler, type SchedulerHandle } from './scheduler/scheduler.js';
 export { getStatus, type StatusReport, type QueueStatus } from './ops/status.js';
 export { rebuild, type RebuildOptions, type RebuildResult } from './ops/rebuild.js';
+export { pauseQueues, resumeQueues, type PauseOptions, type PauseResult, type ResumeOptions, type ResumeResult } from './ops/pause.js';
+export {
+  startRamp,
+  getRampStatus,
+  cancelRamp,
+  type StartRampOptions,
+  type StartRampResult,
+  type RampStatus,
+  type RampQueueStatus,
+  type CancelRampOptions,
+  type CancelRampResult,
+} from './ops/ramp.js';
+export { limitAt, rateAt, rateWindow, buildPlan, type RampPlan, type RampCurve } from './ramp/plan.js';
+export { applyRamp, type RampTick } from './ramp/apply.js';
+export { startRampTicker, type RampTicker } from './ramp/ticker.js';
+export { wakeWorkers } from './queue/wake.js';

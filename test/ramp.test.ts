@@ -154,10 +154,10 @@ describe('pause, resume and ramps', () => {
     });
     tickers.push(startRampTicker(runtime, { everyMs: 100 }));
 
-    const held = await waitFor(async () => {
+    const held = (await waitFor(async () => {
       const status = await getRampStatus(runtime);
       return status.holding ? status : undefined;
-    }, 5_000);
+    }, 5_000))!;
     expect(held.holding!.reason).toMatch(/failure rate 100% \(\d+ of \d+ attempts in the last 1s\) is above 20%/);
     expect(q.failed.length).toBeGreaterThan(0);
     // Held: the plan's rate does not rise.
@@ -165,10 +165,10 @@ describe('pause, resume and ramps', () => {
     expect(rateAt(frozen, frozen.queues[0], Date.now() + 1_000)).toBe(rateAt(frozen, frozen.queues[0], Date.now()));
 
     failing = false;
-    const released = await waitFor(async () => {
+    const released = (await waitFor(async () => {
       const current = await new RampStore(services.redis, services.prefix).read();
       return current && current.holds.length > 0 && current.holds.at(-1)!.end !== null ? current : undefined;
-    }, 5_000);
+    }, 5_000))!;
     expect(released.id).toBe(plan.id);
     const now = Date.now();
     expect(rateAt(released, released.queues[0], now + 500)).toBeGreaterThan(rateAt(released, released.queues[0], now));
