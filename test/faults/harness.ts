@@ -9,6 +9,8 @@
  * effect with no sink row is lost, a sink row with runs > 1 is a duplicate run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -25,9 +27,10 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 
 /**
  * BullMQ's lock and stalled-check intervals, shortened so a killed worker's jobs come back in about
- * two seconds instead of 30-90. Production keeps the defaults (see notes/faults-readme.md).
+ * two seconds instead of 30-90, and no start-up jitter, so a replaced worker takes jobs at once.
+ * Production keeps the defaults (see notes/faults-readme.md).
  */
-export const FAST_WORKER = { lockDuration: 2000, stalledInterval: 1000, shutdownTimeout: '5s' } as const;
+export const FAST_WORKER = { lockDuration: 2000, stalledInterval: 1000, shutdownTimeout: '5s', startupJitter: 0 } as const;
 
 /** The example's effects, fast: latencies scaled down, no built-in bug unless asked, short backoffs. */
 export function effectOptions(appSchema: string, overrides: Partial<OrderEffectsOptions> = {}): OrderEffectsOptions {
@@ -342,6 +345,54 @@ export async function placeOrders(db: Knex, effects: Effects, appSchema: string,
   };
   await Promise.all([lane(), lane(), lane()]);
   return ids;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alert webhook
+
+export interface WebhookRequest {
+  at: number;
+  status: number;
+  body: unknown;
+}
+
+export interface Webhook {
+  url: string;
+  /** Every POST received, answered or refused. */
+  readonly requests: WebhookRequest[];
+  /** Answer with this status from now on (500: the receiver is down but listening). */
+  respondWith(status: number): void;
+  close(): Promise<void>;
+}
+
+/** A local alert receiver (Slack-style webhook) that records each POST. */
+export async function startWebhook(status = 200): Promise<Webhook> {
+  const requests: WebhookRequest[] = [];
+  let answer = status;
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (chunk) => (text += chunk));
+    req.on('end', () => {
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // Kept as text: the test says what it expected.
+      }
+      requests.push({ at: Date.now(), status: answer, body });
+      res.writeHead(answer, { 'content-type': 'text/plain' }).end(answer < 300 ? 'ok' : 'unavailable');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/hooks/effects`,
+    requests,
+    respondWith: (code) => {
+      answer = code;
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
