@@ -2,9 +2,9 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { chunkSizeForRate, TokenBucket } from '../core/token-bucket.js';
 import { assertMigrated } from '../ledger/migrate.js';
-import type { PendingCursor, PendingPage } from '../ledger/ledger.js';
-import type { LedgerRow } from '../ledger/rows.js';
+import type { PendingCursor, PendingPage, PendingRef } from '../ledger/ledger.js';
 import { jobIdForRow, redisKeys } from '../queue/keys.js';
+import { jobLiveness } from '../queue/liveness.js';
 import { pushRows } from '../queue/push.js';
 import { audited } from './audit.js';
 import { restoreQueueSettings, type RestoredQueue } from './restore-queues.js';
@@ -176,7 +176,7 @@ async function scanAndEnqueue(
 async function* pendingPages(
   runtime: Runtime,
   options: { since: number; until: number; effects?: string[]; pageSize?: number },
-): AsyncGenerator<LedgerRow[]> {
+): AsyncGenerator<PendingRef[]> {
   const read = (after?: PendingCursor) =>
     runtime.ledger.scanPending({
       since: options.since,
@@ -195,33 +195,25 @@ async function* pendingPages(
   }
 }
 
-/**
- * One pipeline per page. A job is alive when its hash exists and it has no `finishedOn`; BullMQ
- * clears that field whenever it moves a finished job back to wait.
- */
-async function partitionByLiveness(runtime: Runtime, rows: LedgerRow[]) {
+/** Splits a page by the state of each row's job: none, or one BullMQ still holds as finished. */
+async function partitionByLiveness(runtime: Runtime, rows: PendingRef[]) {
   const keys = redisKeys(runtime.settings.prefix);
-  const pipeline = runtime.redis.pipeline();
-  for (const row of rows) pipeline.hmget(keys.job(row.effect, jobIdForRow(row.id)), 'timestamp', 'finishedOn');
-  const replies = (await pipeline.exec()) ?? [];
-  const missing: LedgerRow[] = [];
-  const finished: LedgerRow[] = [];
+  const states = await jobLiveness(runtime.redis, rows.map((row) => keys.job(row.effect, jobIdForRow(row.id))));
+  const missing: PendingRef[] = [];
+  const finished: PendingRef[] = [];
   rows.forEach((row, i) => {
-    const [error, value] = replies[i] ?? [];
-    if (error) throw error;
-    const [timestamp, finishedOn] = value as [string | null, string | null];
-    if (timestamp === null) missing.push(row);
-    else if (finishedOn !== null) finished.push(row);
+    if (states[i] === 'missing') missing.push(row);
+    else if (states[i] === 'finished') finished.push(row);
   });
   return { missing, finished };
 }
 
-async function stillPending(runtime: Runtime, rows: LedgerRow[]): Promise<LedgerRow[]> {
+async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<PendingRef[]> {
   const current = await runtime.ledger.findByIds(rows.map((r) => r.id));
   return rows.filter((r) => current.get(r.id)?.status === 'pending');
 }
 
 /** A finished job keeps its id; it has to go before `add` with that id creates a job again. */
-async function removeJobs(runtime: Runtime, rows: LedgerRow[]): Promise<void> {
+async function removeJobs(runtime: Runtime, rows: PendingRef[]): Promise<void> {
   await Promise.all(rows.map((row) => runtime.queues.get(row.effect).remove(jobIdForRow(row.id))));
 }

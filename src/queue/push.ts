@@ -4,13 +4,20 @@ import { jobIdForRow } from './keys.js';
 import { jobOptionsFor } from './queues.js';
 import type { Task } from '../config/types.js';
 
+/** What a job is made of: the row's id (for the job id), its event and event id, its effect (the queue). */
+export type PushableRow = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>;
+
 /**
  * The anemic scheduler: one thin job per ledger row, `{ event, id }` and nothing else, with a job
  * id derived from the row. Pushing a row twice is a no-op while BullMQ still holds its job.
  */
-export async function pushRows(runtime: Runtime, rows: readonly LedgerRow[]): Promise<number> {
-  const byEffect = new Map<string, LedgerRow[]>();
-  for (const row of rows) byEffect.set(row.effect, [...(byEffect.get(row.effect) ?? []), row]);
+export async function pushRows(runtime: Runtime, rows: readonly PushableRow[]): Promise<number> {
+  const byEffect = new Map<string, PushableRow[]>();
+  for (const row of rows) {
+    const list = byEffect.get(row.effect);
+    if (list) list.push(row);
+    else byEffect.set(row.effect, [row]);
+  }
   await Promise.all(
     [...byEffect].map(([effectName, effectRows]) => {
       const effect = runtime.effectsByName.get(effectName);
