@@ -22,7 +22,7 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
     .option('--ramp <duration>', 'ramp each queue up over this long, e.g. 10m', durationArg)
     .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m', rateArg)
     .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit)", rateArg)
-    .addOption(new Option('--curve <curve>', 'linear, or exponential (slow start)').choices([...RAMP_CURVES]))
+    .addOption(new Option('--curve <curve>', 'shape of the ramp; exponential starts slowly (default: linear)').choices([...RAMP_CURVES]))
     .option('--stagger <duration>', 'start the queues one after another, this far apart', durationArg)
     .option('--hold-on-errors <rate>', 'stop rising while the failure rate of the ramped queues is above this, e.g. 10%', ratioArg)
     .option('--detach', 'store the plan and return; running schedulers apply it')
