@@ -1,4 +1,4 @@
-import { CommanderError } from 'commander';
+import { CommanderError, InvalidArgumentError } from 'commander';
 import { EffectsError, ExitCode } from '../core/errors.js';
 import { buildProgram } from './program.js';
 
@@ -20,6 +20,12 @@ export async function run(argv: string[] = process.argv): Promise<number> {
 }
 
 function report(error: unknown): number {
+  if (error instanceof InvalidArgumentError) {
+    // A parser called inside an action (`status --watch -2`). commander prints the errors of its
+    // own parsing and then throws a plain CommanderError; this one nobody has printed yet.
+    process.stderr.write(`error: ${error.message}\n`);
+    return ExitCode.usage;
+  }
   if (error instanceof CommanderError) {
     // commander has already printed its message; help and version are not failures.
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') {
