@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { registerDiscard } from './commands/discard.js';
 import { registerMigrate } from './commands/migrate.js';
+import { registerOps } from './commands/ops.js';
 import { registerPause } from './commands/pause.js';
 import { registerPoison } from './commands/poison.js';
 import { registerRamp } from './commands/ramp.js';
@@ -58,5 +59,6 @@ Examples:
   registerPause(program);
   registerResume(program, setExitCode);
   registerRamp(program);
+  registerOps(program);
   return program;
 }

@@ -75,6 +75,15 @@ export class Operations {
     return ((await query) as DbOperation[]).map(fromDb);
   }
 
+  /** Operations whose id starts with `prefix` (lower-case hex and dashes), at most `limit`. */
+  async findByIdPrefix(prefix: string, limit: number): Promise<OperationRecord[]> {
+    const rows = (await this.table()
+      .whereRaw('id::text like ?', [`${prefix.replace(/[%_\\]/g, '')}%`])
+      .orderBy('started_at', 'desc')
+      .limit(limit)) as DbOperation[];
+    return rows.map(fromDb);
+  }
+
   async get(id: string): Promise<OperationRecord | undefined> {
     const row = (await this.table().where({ id }).first()) as DbOperation | undefined;
     return row && fromDb(row);

@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { NotFoundError } from '../core/errors.js';
 import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { Operations, type OperationRecord } from '../ledger/operations.js';
@@ -15,7 +16,7 @@ export interface AuditInput {
 
 export const defaultActor = (): string => {
   try {
-    return process.env.EFFECTS_ACTOR ?? os.userInfo().username;
+    return process.env.EFFECTS_ACTOR || os.userInfo().username;
   } catch {
     return 'unknown';
   }
@@ -35,7 +36,7 @@ export async function audited<T extends object>(
   const operations = new Operations(runtime.db, runtime.settings.schema);
   const id = await operations.start({
     command: input.command,
-    actor: input.actor ?? defaultActor(),
+    actor: input.actor || defaultActor(),
     reason: input.reason,
     filter: input.filter ?? {},
   });
@@ -54,11 +55,62 @@ export async function audited<T extends object>(
   }
 }
 
-export async function listOperations(
-  runtime: Runtime,
-  options: { limit?: number; since?: number; command?: string } = {},
-): Promise<OperationRecord[]> {
-  return new Operations(runtime.db, runtime.settings.schema).list(options);
+/** An operation record as the operator API and `--json` give it: times in epoch ms. */
+export interface OperationView {
+  id: string;
+  command: string;
+  actor: string;
+  reason: string | null;
+  filter: Record<string, unknown>;
+  counts: Record<string, number>;
+  outcome: OperationRecord['outcome'];
+  error: string | null;
+  startedAt: number;
+  finishedAt: number | null;
+}
+
+export const operationView = (r: OperationRecord): OperationView => ({
+  id: r.id,
+  command: r.command,
+  actor: r.actor,
+  reason: r.reason,
+  filter: r.filter,
+  counts: r.counts,
+  outcome: r.outcome,
+  error: r.error,
+  startedAt: r.startedAt.getTime(),
+  finishedAt: r.finishedAt ? r.finishedAt.getTime() : null,
+});
+
+export interface ListOperationsOptions {
+  /** Newest first, at most this many. @defaultValue 20 */
+  limit?: number;
+  /** Started at or after this time (epoch ms). @defaultValue no bound */
+  since?: number;
+  /** Only this command (`rebuild`, `replay`, `resume --ramp`, ...). @defaultValue all */
+  command?: string;
+}
+
+/** The audit trail, newest first. */
+export async function listOperations(runtime: Runtime, options: ListOperationsOptions = {}): Promise<OperationView[]> {
+  return (await new Operations(runtime.db, runtime.settings.schema).list(options)).map(operationView);
+}
+
+/**
+ * One operation by its id or by a unique prefix of it (at least 6 characters, as a short id is
+ * copied from a table). Not found or ambiguous: NotFoundError (exit 1).
+ */
+export async function getOperation(runtime: Runtime, id: string): Promise<OperationView> {
+  const wanted = id.trim().toLowerCase();
+  if (!/^[0-9a-f-]{6,36}$/.test(wanted)) {
+    throw new NotFoundError(`No operation "${id}": an operation id is a UUID (or its first 6+ characters).`, 'List them with `effects ops list`.');
+  }
+  const found = await new Operations(runtime.db, runtime.settings.schema).findByIdPrefix(wanted, 2);
+  if (found.length === 0) throw new NotFoundError(`No operation "${id}".`, 'List them with `effects ops list`.');
+  if (found.length > 1) {
+    throw new NotFoundError(`"${id}" matches several operations.`, 'Give more characters of the id.');
+  }
+  return operationView(found[0]);
 }
 
 /**

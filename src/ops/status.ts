@@ -1,5 +1,6 @@
 import type { Runtime } from '../core/runtime.js';
 import type { EffectCounts } from '../ledger/ledger.js';
+import { listOperations, type OperationView } from './audit.js';
 import { discoverQueues } from '../queue/discover.js';
 import { redisKeys } from '../queue/keys.js';
 import { countPoison } from '../queue/poison-scan.js';
@@ -25,7 +26,12 @@ export interface StatusReport {
   queues: QueueStatus[];
   /** Per-effect ledger counts, or null when the database is not reachable or not migrated. */
   ledger: EffectCounts[] | null;
+  /** The last operator actions (audit trail), newest first; null when the database cannot be read. */
+  recentOperations: OperationView[] | null;
 }
+
+/** How many operations `status` shows. */
+const RECENT_OPERATIONS = 5;
 
 /** Every queue under the prefix (configured or discovered), and the ledger when it can be read. */
 export async function getStatus(runtime: Runtime, options: { now?: number } = {}): Promise<StatusReport> {
@@ -33,10 +39,14 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
   await runtime.assertReachable({ redis: true });
   const names = await listQueues(runtime);
   const queues = await Promise.all(names.map((name) => queueStatus(runtime, name, now)));
-  const ledger = (await runtime.isDbReachable())
-    ? await runtime.ledger.countByEffect().catch(() => null)
-    : null;
-  return { queues, ledger };
+  const dbReachable = await runtime.isDbReachable();
+  const [ledger, recentOperations] = dbReachable
+    ? await Promise.all([
+        runtime.ledger.countByEffect().catch(() => null),
+        listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
+      ])
+    : [null, null];
+  return { queues, ledger, recentOperations };
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

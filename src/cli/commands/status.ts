@@ -3,6 +3,7 @@ import { getStatus, type StatusReport } from '../../ops/status.js';
 import { CommandContext } from '../context.js';
 import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
+import { renderOperations } from './ops.js';
 
 export function registerStatus(program: Command): void {
   program
@@ -48,8 +49,12 @@ function toJson(report: StatusReport) {
 
 function render(report: StatusReport, ctx: CommandContext): string {
   const { chalk } = ctx;
+  const operations = report.recentOperations?.length
+    ? `${chalk.bold('recent operations')}\n${renderOperations(report.recentOperations, chalk)}`
+    : '';
   if (report.queues.length === 0) {
-    return `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
+    const none = `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
+    return [none, operations].filter(Boolean).join('\n\n');
   }
   const queues = table(
     ['queue', 'waiting', 'active', 'delayed', 'failed', 'poison', 'completed', 'paused', 'limits', 'oldest waiting'],
@@ -79,5 +84,5 @@ function render(report: StatusReport, ctx: CommandContext): string {
         chalk,
       )
     : chalk.dim('ledger: database not reachable or not migrated');
-  return `${queues}\n\n${ledger}`;
+  return [queues, ledger, operations].filter(Boolean).join('\n\n');
 }
