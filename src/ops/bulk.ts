@@ -87,7 +87,7 @@ export async function planBulk(runtime: Runtime, filter: CompiledFilter, options
   const counter = new PlanCounter();
   let matched = 0;
   const limit = options.limit ?? Infinity;
-  scan: for await (const page of matchingJobs(runtime, filter, ['failed'], { pageSize: options.pageSize })) {
+  scan: for await (const page of matchingJobs(runtime, filter, ['failed'], { pageSize: options.pageSize, prefetch: true })) {
     for (const job of page) {
       if (matched >= limit) break scan;
       counter.add(job);
@@ -137,7 +137,7 @@ export async function forEachBatch(
   const chunk = chunkSizeForRate(options.rate, pageSize);
   const limit = options.limit ?? Infinity;
   let matched = 0;
-  const pages = matchingJobs(runtime, filter, ['failed'], { pageSize, fingerprints: new FingerprintCache() });
+  const pages = matchingJobs(runtime, filter, ['failed'], { pageSize, fingerprints: new FingerprintCache(), lean: true });
   for await (const page of pages) {
     let at = 0;
     while (at < page.length) {

@@ -1,6 +1,6 @@
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
-import { readJobs, scanJobSet, type ScannedJob, type ScannedSet } from '../queue/job-scan.js';
+import { readJobs, scanJobSet, type ScanOptions, type ScannedJob, type ScannedSet } from '../queue/job-scan.js';
 import { redisKeys } from '../queue/keys.js';
 import { listQueues } from './status.js';
 import { FingerprintCache, errorGroupId } from './fingerprint.js';
@@ -34,9 +34,8 @@ export interface CompiledFilter {
   errorGroup?: string;
 }
 
-/** A job that matched, with its queue and error fingerprint. */
+/** A job that matched, with its error fingerprint. */
 export interface MatchedJob extends ScannedJob {
-  queue: string;
   /** The error fingerprint of `failedReason` (see fingerprint.ts). */
   error: string;
   /** The id of the (queue, error) group. */
@@ -129,6 +128,16 @@ export function matches(job: MatchedJob, filter: CompiledFilter): boolean {
   return true;
 }
 
+export interface MatchOptions {
+  /** Jobs read per Redis round trip. @defaultValue 1000 */
+  pageSize?: number;
+  fingerprints?: FingerprintCache;
+  /** The caller needs neither name nor data of every job (ignored with a grep, which reads them). @defaultValue false */
+  lean?: boolean;
+  /** The caller removes no jobs while scanning: read the next page while it works. @defaultValue false */
+  prefetch?: boolean;
+}
+
 /**
  * Every job in `states` of the filter's queues that matches it, a page at a time, queue by queue.
  * The failed set is scored by finishedOn, so a time window narrows the scan itself.
@@ -137,18 +146,34 @@ export async function* matchingJobs(
   runtime: Runtime,
   filter: CompiledFilter,
   states: readonly ScannedSet[],
-  options: { pageSize?: number; fingerprints?: FingerprintCache } = {},
+  options: MatchOptions = {},
 ): AsyncGenerator<MatchedJob[]> {
   const fingerprints = options.fingerprints ?? new FingerprintCache();
+  // Few distinct fingerprints per queue: hash each once.
+  const groupIds = new Map<string, string>();
+  const scan: ScanOptions = {
+    pageSize: options.pageSize,
+    minAttempts: filter.minAttempts,
+    lean: Boolean(options.lean) && !filter.grep,
+    prefetch: options.prefetch,
+  };
   for (const queue of filter.queues) {
+    groupIds.clear();
     const pages = filter.ids
       ? idPages(runtime, queue, filter.ids, states, filter.minAttempts)
-      : setPages(runtime, queue, states, filter, options.pageSize);
+      : setPages(runtime, queue, states, filter, scan);
     for await (const page of pages) {
       const matched: MatchedJob[] = [];
       for (const job of page) {
         const error = fingerprints.get(job.failedReason);
-        const candidate: MatchedJob = Object.assign(job, { queue, error, errorGroup: errorGroupId(queue, error) });
+        let errorGroup = groupIds.get(error);
+        if (errorGroup === undefined) {
+          errorGroup = errorGroupId(queue, error);
+          groupIds.set(error, errorGroup);
+        }
+        const candidate = job as MatchedJob;
+        candidate.error = error;
+        candidate.errorGroup = errorGroup;
         if (matches(candidate, filter)) matched.push(candidate);
       }
       if (matched.length) yield matched;
@@ -161,16 +186,12 @@ async function* setPages(
   queue: string,
   states: readonly ScannedSet[],
   filter: CompiledFilter,
-  pageSize?: number,
+  scan: ScanOptions,
 ): AsyncGenerator<ScannedJob[]> {
   for (const state of states) {
     // Only the failed set is scored by the time a job failed; the delayed set by when it is due.
     const bounds = state === 'failed' ? { minScore: filter.since, maxScore: filter.until } : {};
-    yield* scanJobSet(runtime.redis, runtime.settings.prefix, queue, state, {
-      ...bounds,
-      minAttempts: filter.minAttempts,
-      pageSize,
-    });
+    yield* scanJobSet(runtime.redis, runtime.settings.prefix, queue, state, { ...scan, ...bounds });
   }
 }
 

@@ -2,7 +2,7 @@ import type { Runtime } from '../core/runtime.js';
 import { NotFoundError } from '../core/errors.js';
 import type { LedgerRow } from '../ledger/rows.js';
 import { redisKeys, rowIdFromJobId } from '../queue/keys.js';
-import type { ScannedSet } from '../queue/job-scan.js';
+import { completeJobs, type ScannedSet } from '../queue/job-scan.js';
 import { FingerprintCache } from './fingerprint.js';
 import { compileFilter, lastFailedAt, matchingJobs, resolveQueues, type JobFilter, type MatchedJob } from './job-filter.js';
 
@@ -85,9 +85,12 @@ export async function listPoison(runtime: Runtime, options: PoisonListOptions = 
   const groups = new Map<string, ErrorGroup>();
   let total = 0;
 
+  // Names and data of every job are not needed, only of the few shown: read those at the end.
   const pages = matchingJobs(runtime, filter, POISON_STATES, {
     pageSize: options.pageSize,
     fingerprints: new FingerprintCache(),
+    lean: true,
+    prefetch: true,
   });
   for await (const page of pages) {
     total += page.length;
@@ -98,9 +101,11 @@ export async function listPoison(runtime: Runtime, options: PoisonListOptions = 
     options.onProgress?.(total);
   }
 
+  const shown = newest.take();
+  await completeJobs(runtime.redis, runtime.settings.prefix, shown);
   return {
     total,
-    jobs: newest.take().map(toPoisonJob),
+    jobs: shown.map(toPoisonJob),
     ...(options.byError ? { groups: [...groups.values()].sort((a, b) => b.count - a.count || a.queue.localeCompare(b.queue)) } : {}),
     threshold: filter.minAttempts,
     queues: filter.queues,

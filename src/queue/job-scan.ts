@@ -7,10 +7,12 @@ export type ScannedSet = 'failed' | 'delayed';
 /** The fields of a job the operator commands need, and nothing more (no stack traces, no opts). */
 export interface ScannedJob {
   id: string;
+  queue: string;
   /** Which set the job was found in. */
   state: ScannedSet;
+  /** Empty after a lean scan until filled in with completeJobs. */
   name: string;
-  /** The job's data as BullMQ stores it: a JSON string, parsed only when shown. */
+  /** The job's data as BullMQ stores it: a JSON string, parsed only when shown. `null` after a lean scan. */
   rawData: string;
   attemptsMade: number;
   failedReason: string | null;
@@ -30,6 +32,16 @@ export interface ScanOptions {
   maxScore?: number;
   /** Set members read per round trip. @defaultValue 1000 */
   pageSize?: number;
+  /**
+   * Leave out the job name and data, the biggest fields, for callers that need neither of every job
+   * (a listing fills them in for the few jobs it shows). @defaultValue false
+   */
+  lean?: boolean;
+  /**
+   * Ask for the next page before the caller works on this one, so Redis and the caller work at the
+   * same time. Only for callers that do not remove jobs from the set while scanning. @defaultValue false
+   */
+  prefetch?: boolean;
 }
 
 /**
@@ -42,34 +54,61 @@ export interface ScanOptions {
 const SCAN_PAGE = `
 local zset, replays = KEYS[1], KEYS[2]
 local jobPrefix, cursor, maxScore = ARGV[1], ARGV[2], ARGV[3]
-local pageSize, minAttempts = tonumber(ARGV[4]), tonumber(ARGV[5])
+local pageSize, minAttempts, lean, delayed = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7] == 'delayed'
 local skip = 0
 local cursorScore = tonumber(cursor)
-for i = 6, #ARGV do
+for i = 8, #ARGV do
   local score = redis.call('ZSCORE', zset, ARGV[i])
   if score and tonumber(score) == cursorScore then skip = skip + 1 end
 end
 local items = redis.call('ZRANGEBYSCORE', zset, cursor, maxScore, 'WITHSCORES', 'LIMIT', skip, pageSize)
+if #items == 0 then return {} end
+local ids = {}
+for i = 1, #items, 2 do ids[#ids + 1] = items[i] end
+local counts = redis.call('HMGET', replays, unpack(ids))
+-- A flat reply, STRIDE values per member: cheaper to build and to parse than nested ones. A member
+-- below minAttempts, or whose hash is gone, comes back with nil fields.
 local out = {}
-for i = 1, #items, 2 do
-  local id = items[i]
-  local f = redis.call('HMGET', jobPrefix .. id, 'name', 'atm', 'data', 'failedReason', 'timestamp', 'finishedOn', 'processedOn')
-  if f[1] and (tonumber(f[2]) or 0) >= minAttempts then
-    out[#out + 1] = {id, items[i + 1], f[1], f[2] or '0', f[3], f[4], f[5], f[6], f[7], redis.call('HGET', replays, id)}
+local n = 0
+for k, id in ipairs(ids) do
+  -- Lean reads only what filtering and grouping need; for the failed set, the score is finishedOn.
+  local timestamp, atm, failedReason, finishedOn, processedOn, name, data
+  if lean and delayed then
+    atm, failedReason, timestamp, processedOn = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason', 'timestamp', 'processedOn'))
+  elseif lean then
+    atm, failedReason = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason'))
   else
-    out[#out + 1] = {id, items[i + 1]}
+    timestamp, atm, failedReason, finishedOn, processedOn, name, data = unpack(redis.call('HMGET', jobPrefix .. id,
+      'timestamp', 'atm', 'failedReason', 'finishedOn', 'processedOn', 'name', 'data'))
   end
+  out[n + 1] = id
+  out[n + 2] = items[2 * k]
+  -- A hash without attempts and error is gone (or is no job of ours): step over it.
+  if (atm or failedReason or timestamp) and (tonumber(atm) or 0) >= minAttempts then
+    out[n + 3] = timestamp or false
+    out[n + 4] = atm or '0'
+    out[n + 5] = failedReason or false
+    out[n + 6] = finishedOn or false
+    out[n + 7] = processedOn or false
+    out[n + 8] = counts[k] or '0'
+    out[n + 9] = name or false
+    out[n + 10] = data or false
+  else
+    for j = 3, 10 do out[n + j] = false end
+  end
+  n = n + 10
 end
 return out
 `;
-
-type Reply = [string, string, ...Array<string | null>];
+/** Values per member in a page reply: id, score, timestamp, atm, failedReason, finishedOn, processedOn, replays, name, data. */
+const STRIDE = 10;
 
 const num = (value: string | null | undefined) => (value === null || value === undefined ? null : Number(value));
 
 /**
  * Walks one of a queue's sorted sets a page at a time, yielding the jobs that reached `minAttempts`.
- * Memory holds one page; the caller may remove yielded jobs from the set before asking for more.
+ * Memory holds one page (two with prefetch); a caller without prefetch may remove yielded jobs from
+ * the set before asking for more.
  */
 export async function* scanJobSet(
   redis: Redis,
@@ -81,10 +120,8 @@ export async function* scanJobSet(
   const keys = redisKeys(prefix);
   const pageSize = options.pageSize ?? 1000;
   const max = options.maxScore === undefined ? '+inf' : String(options.maxScore);
-  let cursor = options.minScore === undefined ? '-inf' : String(options.minScore);
-  let seenAtCursor: string[] = [];
-  for (;;) {
-    const reply = (await redis.eval(
+  const page = (cursor: string, seenAtCursor: string[]) =>
+    redis.eval(
       SCAN_PAGE,
       2,
       keys.queue(queue, state),
@@ -94,38 +131,75 @@ export async function* scanJobSet(
       max,
       pageSize,
       options.minAttempts ?? 0,
+      options.lean ? '1' : '0',
+      state,
       ...seenAtCursor,
-    )) as Reply[];
-    if (reply.length === 0) return;
+    ) as Promise<Array<string | null>>;
+
+  let cursor = options.minScore === undefined ? '-inf' : String(options.minScore);
+  let seenAtCursor: string[] = [];
+  let pending = page(cursor, seenAtCursor);
+  for (;;) {
+    const reply = await pending;
+    const members = reply.length / STRIDE;
+    const full = members === pageSize;
+    if (full) {
+      const lastScore = reply[reply.length - STRIDE + 1]!;
+      const atLast: string[] = [];
+      for (let at = 0; at < reply.length; at += STRIDE) if (reply[at + 1] === lastScore) atLast.push(reply[at]!);
+      // A run of equal scores longer than a page: remember every member seen at that score.
+      seenAtCursor = Number(lastScore) === Number(cursor) ? [...seenAtCursor, ...atLast] : atLast;
+      cursor = lastScore;
+      if (options.prefetch) {
+        pending = page(cursor, seenAtCursor);
+        // Awaited on the next turn; until then a failure must not count as unhandled.
+        pending.catch(() => undefined);
+      }
+    }
     const jobs: ScannedJob[] = [];
-    for (const item of reply) {
-      if (item.length > 2) jobs.push(toScannedJob(item, state));
+    for (let at = 0; at < reply.length; at += STRIDE) {
+      if (reply[at + 3] !== null) jobs.push(toScannedJob(reply, at, queue, state));
     }
     if (jobs.length) yield jobs;
-    if (reply.length < pageSize) return;
-
-    const lastScore = reply[reply.length - 1][1];
-    const atLast = reply.filter((r) => r[1] === lastScore).map((r) => r[0]);
-    // A run of equal scores longer than a page: remember every member seen at that score.
-    seenAtCursor = Number(lastScore) === Number(cursor) ? [...seenAtCursor, ...atLast] : atLast;
-    cursor = lastScore;
+    if (!full) return;
+    if (!options.prefetch) pending = page(cursor, seenAtCursor);
   }
 }
 
-function toScannedJob(item: Reply, state: ScannedSet): ScannedJob {
-  const [id, , name, atm, data, failedReason, timestamp, finishedOn, processedOn, replays] = item;
+function toScannedJob(reply: Array<string | null>, at: number, queue: string, state: ScannedSet): ScannedJob {
   return {
-    id,
+    id: reply[at]!,
+    queue,
     state,
-    name: name ?? '',
-    rawData: data ?? 'null',
-    attemptsMade: Number(atm ?? 0),
-    failedReason: failedReason ?? null,
-    timestamp: num(timestamp),
-    finishedOn: num(finishedOn),
-    processedOn: num(processedOn),
-    replayCount: Number(replays ?? 0),
+    name: reply[at + 8] ?? '',
+    rawData: reply[at + 9] ?? 'null',
+    attemptsMade: Number(reply[at + 3] ?? 0),
+    failedReason: reply[at + 4],
+    timestamp: num(reply[at + 2]),
+    // The failed set is scored by finishedOn, so a lean scan has it without reading it.
+    finishedOn: num(reply[at + 5]) ?? (state === 'failed' && reply[at + 1] !== null ? Number(reply[at + 1]) : null),
+    processedOn: num(reply[at + 6]),
+    replayCount: Number(reply[at + 7] ?? 0),
   };
+}
+
+/** Fills in what a lean scan left out (name, data, timestamps) for the few jobs shown: one pipeline. */
+export async function completeJobs(redis: Redis, prefix: string, jobs: readonly ScannedJob[]): Promise<void> {
+  if (jobs.length === 0) return;
+  const keys = redisKeys(prefix);
+  const pipeline = redis.pipeline();
+  for (const job of jobs) pipeline.hmget(keys.job(job.queue, job.id), 'name', 'data', 'timestamp', 'finishedOn', 'processedOn');
+  const replies = (await pipeline.exec()) ?? [];
+  jobs.forEach((job, i) => {
+    const [error, value] = replies[i] ?? [];
+    if (error) throw error;
+    const [name, data, timestamp, finishedOn, processedOn] = value as Array<string | null>;
+    job.name = name ?? '';
+    job.rawData = data ?? 'null';
+    job.timestamp = num(timestamp);
+    job.finishedOn = num(finishedOn);
+    job.processedOn = num(processedOn);
+  });
 }
 
 /**
@@ -142,12 +216,13 @@ export async function readJobs(
   const keys = redisKeys(prefix);
   const pipeline = redis.pipeline();
   for (const id of ids) {
-    pipeline.hmget(keys.job(queue, id), 'name', 'atm', 'data', 'failedReason', 'timestamp', 'finishedOn', 'processedOn');
+    pipeline.hmget(keys.job(queue, id), 'timestamp', 'atm', 'failedReason', 'finishedOn', 'processedOn');
     pipeline.hget(keys.replayCount(queue), id);
+    pipeline.hmget(keys.job(queue, id), 'name', 'data');
     for (const state of options.states) pipeline.zscore(keys.queue(queue, state), id);
   }
   const replies = (await pipeline.exec()) ?? [];
-  const stride = 2 + options.states.length;
+  const stride = 3 + options.states.length;
   const jobs: ScannedJob[] = [];
   ids.forEach((id, i) => {
     const at = (k: number) => {
@@ -156,9 +231,10 @@ export async function readJobs(
       return value;
     };
     const fields = at(0) as Array<string | null>;
-    const state = options.states.find((_, s) => at(2 + s) !== null);
-    if (!fields[0] || !state || Number(fields[1] ?? 0) < (options.minAttempts ?? 0)) return;
-    jobs.push(toScannedJob([id, '', ...fields, at(1) as string | null], state));
+    const state = options.states.find((_, s) => at(3 + s) !== null);
+    if (fields[0] === null || !state || Number(fields[1] ?? 0) < (options.minAttempts ?? 0)) return;
+    const row = [id, null, ...fields, (at(1) as string | null) ?? '0', ...(at(2) as Array<string | null>)];
+    jobs.push(toScannedJob(row, 0, queue, state));
   });
   return jobs;
 }
