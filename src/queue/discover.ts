@@ -10,7 +10,8 @@ export async function discoverQueues(redis: Redis, prefix: string): Promise<stri
   const pattern = redisKeys(prefix).metaPattern;
   let cursor = '0';
   do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 10_000);
     cursor = next;
     for (const key of keys) {
       const name = key.slice(prefix.length + 1, -':meta'.length);
