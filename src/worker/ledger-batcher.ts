@@ -1,16 +1,16 @@
 import DataLoader from 'dataloader';
-import type { Ledger, FailureRecord } from '../ledger/ledger.js';
-import type { LedgerRow } from '../ledger/rows.js';
+import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
 import type { Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
 /**
- * Statements of the hot path in flight at once. One would serialise every job behind a single
- * round trip; many would split the jobs into small batches again. Two keeps batches large while one
- * statement's results are being handled (measured with `npm run bench -- worker-throughput`).
+ * Statements of the hot path in flight at once. One: everything that arrives while it runs joins the
+ * next, so the batch grows with the load and the statement count does not. In paired runs on a
+ * 2-core machine two in flight made smaller batches, more CPU per job and lower throughput
+ * (`npm run bench -- worker-throughput`).
  */
-const MAX_IN_FLIGHT = 2;
+const MAX_IN_FLIGHT = 1;
 
 interface Waiter<T> {
   resolve(value: T): void;
@@ -20,7 +20,7 @@ interface Waiter<T> {
 /**
  * The worker's ledger traffic, batched. Every job in flight asks for its row before it runs and
  * reports "done" after; both kinds of request go out together as one statement
- * (`Ledger.markDoneAndFind`). While statements are in flight, new requests wait and join the next
+ * (`Ledger.markDoneAndFind`). While a statement is in flight, new requests wait and join the next
  * one, so the batch grows with the load instead of the number of statements: a round trip to
  * PostgreSQL costs far more than one more id in it. A job's done-mark is committed before its
  * promise resolves, so BullMQ completes a job only after the ledger says done.
@@ -28,7 +28,7 @@ interface Waiter<T> {
  * Failures are rare; they keep their own statement (one per event-loop turn).
  */
 export class LedgerBatcher {
-  private reads = new Map<string, Waiter<LedgerRow | null>[]>();
+  private reads = new Map<string, Waiter<LedgerCheck | null>[]>();
   private doneMarks = new Map<string, Waiter<true>[]>();
   private inFlight = 0;
   private scheduled = false;
@@ -47,7 +47,7 @@ export class LedgerBatcher {
     );
   }
 
-  load(id: string): Promise<LedgerRow | null> {
+  load(id: string): Promise<LedgerCheck | null> {
     return this.enqueue(this.reads, id);
   }
 

@@ -2,7 +2,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { EffectContext, Task } from '../config/types.js';
 import type { Runtime } from '../core/runtime.js';
-import type { LedgerRow } from '../ledger/rows.js';
+import type { LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { rowIdFromJobId } from '../queue/keys.js';
 import type { LedgerBatcher } from './ledger-batcher.js';
@@ -155,7 +155,7 @@ async function findRow(
   effect: ResolvedEffect,
   job: Job,
   task: Task,
-): Promise<LedgerRow | null> {
+): Promise<LedgerCheck | null> {
   const rowId = rowIdFromJobId(job.id);
   if (rowId) {
     const row = await ledger.load(rowId);
