@@ -15,16 +15,8 @@
 import { Queue, Worker, type Job } from 'bullmq';
 import knexFactory from 'knex';
 import { pino } from 'pino';
-import { createEffects } from '../../src/core/effects.js';
-import { createLogger, type Logger } from '../../src/core/logger.js';
-import { Runtime } from '../../src/core/runtime.js';
-import { resolveSettings } from '../../src/config/settings.js';
-import { validateConfig } from '../../src/config/schema.js';
-import { defineEffect } from '../../src/config/define.js';
-import { migrate } from '../../src/ledger/migrate.js';
-import { jobOptionsFor } from '../../src/queue/queues.js';
-import { createRedis } from '../../src/queue/redis.js';
-import { startWorker } from '../../src/worker/worker.js';
+import type { Logger } from '../../src/core/logger.js';
+import { effects as api, queues, redisConnections } from '../package.js';
 import { deleteKeys } from '../../test/helpers.js';
 import {
   DATABASE_URL,
@@ -68,15 +60,15 @@ export const suite: Suite = {
   description: `${JOBS} no-op jobs, concurrency ${CONCURRENCY}: effects worker (ledger on) vs raw BullMQ Worker`,
   async run() {
     const { prefix, schema } = benchNamespace('worker-throughput');
-    const config = validateConfig({
-      effects: [defineEffect({ name: EFFECT, on: EVENT, concurrency: CONCURRENCY, run() {} })],
+    const config = api.validateConfig({
+      effects: [api.defineEffect({ name: EFFECT, on: EVENT, concurrency: CONCURRENCY, run() {} })],
     });
     const flags = { redis: REDIS_URL, db: DATABASE_URL, prefix, schema };
-    const settings = resolveSettings(config, flags, {});
-    const jobOptions = jobOptionsFor(settings.effects[0], settings, 'placeholder');
+    const settings = api.resolveSettings(config, flags, {});
+    const jobOptions = queues.jobOptionsFor(settings.effects[0], settings, 'placeholder');
     const admin = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 2 } });
-    const redis = createRedis(REDIS_URL);
-    const emitter = createEffects(config, { flags });
+    const redis = redisConnections.createRedis(REDIS_URL);
+    const emitter = api.createEffects(config, { flags });
     const rawQueue = new Queue(RAW_QUEUE, { connection: redis, prefix });
     const effectQueue = new Queue(EFFECT, { connection: redis, prefix });
     let rawSeq = 0;
@@ -150,17 +142,17 @@ export const suite: Suite = {
     const runEffects = async (count: number, logLevel: 'info' | 'warn'): Promise<RunFigures> => {
       await enqueueEffects(count);
       const rss = sampleRss();
-      const logger: Logger = createLogger({
+      const logger: Logger = api.createLogger({
         level: logLevel,
         pretty: false,
         // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
         destination: pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream,
       });
-      const runtime = new Runtime(settings, { logger });
+      const runtime = new api.Runtime(settings, { logger });
       const cpu = process.cpuUsage();
       // startWorker starts consuming at once; the queue stays paused until the listeners are attached.
       await effectQueue.pause();
-      const handle = await startWorker(runtime, { concurrency: CONCURRENCY });
+      const handle = await api.startWorker(runtime, { concurrency: CONCURRENCY });
       const done = drain(handle.workers[0], count);
       await effectQueue.resume();
       const { ms, failed } = await done;
@@ -187,7 +179,7 @@ export const suite: Suite = {
     };
 
     try {
-      await migrate(admin, schema);
+      await api.migrate(admin, schema);
       progress(`warm-up: ${WARMUP_JOBS} jobs per side`);
       await runSide('raw', WARMUP_JOBS);
       await runSide('effects', WARMUP_JOBS);
