@@ -154,4 +154,16 @@ describe('worker across server restarts', () => {
     expect(worker.workers.every((w) => w.isRunning())).toBe(true);
     await expectRunsMatchLedger();
   });
+
+  it('shuts down promptly when idle right after a Redis restart', async () => {
+    await redis.kill();
+    await redis.start();
+    await waitFor(async () => (await services.redis.ping()) === 'PONG');
+    // BullMQ's unforced close waits for the blocking connection, still reconnecting, without limit.
+    const closed = await Promise.race([
+      worker.close({ timeoutMs: 2000 }),
+      new Promise((resolve) => setTimeout(() => resolve('still closing after 10 s'), 10_000)),
+    ]);
+    expect(closed).toEqual({ drained: true });
+  });
 });

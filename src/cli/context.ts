@@ -67,7 +67,7 @@ export class CommandContext {
 
   /** The process logger of long-running commands: JSON lines, or pretty on a terminal. */
   processLogger(): Logger {
-    return createLogger();
+    return createLogger({ secrets: [this.settings.redisUrl, this.settings.databaseUrl] });
   }
 
   print(text: string): void {

@@ -1,4 +1,5 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { scrubSecrets } from './redact.js';
 
 export type { Logger };
 
@@ -9,6 +10,11 @@ export interface LoggerSettings {
   pretty?: boolean;
   /** Where lines go. @defaultValue stdout */
   destination?: NodeJS.WritableStream;
+  /**
+   * Connection URLs whose passwords are cut from every line, whatever field they hide in (a driver
+   * error that quotes its connection string, say). @defaultValue none
+   */
+  secrets?: Array<string | undefined>;
 }
 
 /**
@@ -24,6 +30,8 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
       censor: '***',
     },
   };
+  const secrets = settings.secrets?.filter(Boolean) ?? [];
+  if (secrets.length) options.hooks = { streamWrite: (line) => scrubSecrets(line, secrets) };
   const pretty = settings.pretty ?? (Boolean(process.stdout.isTTY) && !settings.destination);
   if (pretty) {
     return pino({

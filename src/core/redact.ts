@@ -23,6 +23,8 @@ export function scrubSecrets(text: string, urls: Array<string | undefined>): str
     const password = passwordOf(url);
     if (password && password.length > 0) out = out.split(password).join('***');
     if (password) out = out.split(encodeURIComponent(password)).join('***');
+    // Inside a JSON log line, quotes and backslashes in the password appear escaped.
+    if (password) out = out.split(JSON.stringify(password).slice(1, -1)).join('***');
   }
   return out;
 }

@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import { Worker, type Job, type JobJson } from 'bullmq';
+import { Worker, type Job, type JobJson, type WorkerOptions as WorkerOptionsOfBullMQ } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
@@ -54,7 +54,6 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
       effect.name,
       async (job: Job) => {
         const stopTimer = metrics.duration.startTimer({ effect: effect.name });
-        const finished = inFlight.start();
         try {
           const outcome: Outcome = await runTask(job);
           const label = outcome.status === 'done' ? 'done' : 'skipped';
@@ -65,8 +64,6 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
           metrics.jobs.inc({ effect: effect.name, outcome: 'failed' });
           stopTimer({ outcome: 'failed' });
           throw error;
-        } finally {
-          finished();
         }
       },
       {
@@ -77,6 +74,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         stalledInterval: stalledIntervalMs,
         autorun: false,
       },
+      inFlight,
     );
     // Redis going away is reported here; BullMQ reconnects by itself.
     worker.on('error', (error) => log.warn({ queue: effect.name, err: { message: error.message } }, 'worker error'));
@@ -128,9 +126,11 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
             'shutdown deadline passed; abandoning in-flight jobs to the stalled check',
           );
         }
-        // Forced, BullMQ stops renewing the abandoned jobs' locks, so another worker's stalled check
-        // picks them up once the locks expire.
-        await Promise.all(workers.map((w) => w.close(!drained)));
+        // Always forced: when drained there is nothing left to wait for, and an unforced close waits
+        // without limit for a blocking connection that is still reconnecting after a Redis restart.
+        // When not drained, BullMQ stops renewing the abandoned jobs' locks, so another worker's
+        // stalled check picks them up once the locks expire.
+        await Promise.all(workers.map((w) => w.close(true)));
         metricsServer?.close();
         await runtime.close();
         return { drained };
@@ -140,7 +140,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   };
 }
 
-/** Counts the jobs this process is running, so shutdown can wait for them with a deadline. */
+/** Counts the jobs this process is handling, so shutdown can wait for them with a deadline. */
 class InFlight {
   count = 0;
   private waiters: Array<() => void> = [];
@@ -161,12 +161,32 @@ class InFlight {
   }
 }
 
-/**
- * Plain BullMQ cannot build a job whose stored data is not JSON: it reports a worker error and
- * leaves the job active, to stall and be fetched again forever, never failed. Building it with the
- * raw text lets the task function fail it once, as the poison pill it is.
- */
+/** A BullMQ Worker that counts the jobs it handles and survives job data that is not JSON. */
 class EffectsWorker extends Worker {
+  constructor(
+    name: string,
+    processor: (job: Job) => Promise<unknown>,
+    options: WorkerOptionsOfBullMQ,
+    private readonly inFlight: InFlight,
+  ) {
+    super(name, processor, options);
+  }
+
+  /** A job counts as in flight until BullMQ has recorded its outcome, not only until it has run. */
+  override async processJob(...args: Parameters<Worker['processJob']>): ReturnType<Worker['processJob']> {
+    const finished = this.inFlight.start();
+    try {
+      return await super.processJob(...args);
+    } finally {
+      finished();
+    }
+  }
+
+  /**
+   * Plain BullMQ cannot build a job whose stored data is not JSON: it reports a worker error and
+   * leaves the job active, to stall and be fetched again forever, never failed. Building it with the
+   * raw text lets the task function fail it once, as the poison pill it is.
+   */
   protected override createJob(raw: JobJson, jobId: string): Job {
     try {
       return super.createJob(raw, jobId);

@@ -1,0 +1,237 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEffects, defineEffect, type Effects } from '../src/index.js';
+import { createLogger } from '../src/core/logger.js';
+import { Runtime } from '../src/core/runtime.js';
+import { pushRows } from '../src/queue/push.js';
+import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
+import { spawnCli } from './cli-process.js';
+import { runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+import { startPrivateRedis, type PrivateRedis } from './servers.js';
+
+/** A pino destination that keeps every line, raw and parsed. */
+function captureLines() {
+  const raw: string[] = [];
+  const stream = new Writable({
+    write(chunk, _encoding, done) {
+      raw.push(...String(chunk).split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { stream, raw, parsed: () => raw.map((line) => JSON.parse(line) as Record<string, unknown>) };
+}
+
+describe('the four structured logs', () => {
+  let services: TestServices;
+  let runtime: Runtime;
+  let worker: WorkerHandle;
+  let effects: Effects;
+  const capture = captureLines();
+
+  const definitions = [
+    defineEffect({
+      name: 'logged',
+      on: 'order_placed',
+      attempts: 2,
+      backoff: { type: 'fixed', delay: 10 },
+      async run(task, ctx) {
+        if (task.id === 'flaky' && ctx.attempt === 1) throw new Error('first try fails');
+      },
+    }),
+  ];
+
+  beforeAll(async () => {
+    services = await setupServices('logs');
+    await services.migrate();
+    runtime = new Runtime(services.settings({ effects: definitions }), {
+      logger: createLogger({ pretty: false, level: 'info', destination: capture.stream }),
+    });
+    worker = await startWorker(runtime);
+    effects = createEffects(
+      { effects: definitions },
+      { flags: { redis: services.redisUrl, db: services.databaseUrl, prefix: services.prefix, schema: services.schema } },
+    );
+  });
+
+  afterAll(async () => {
+    await worker?.close({ timeoutMs: 5000 });
+    await effects?.close();
+    await services?.cleanup();
+  });
+
+  const logsOf = (jobId: string) => capture.parsed().filter((l) => l.jobId === jobId);
+
+  it('checking, doing, finished: each with effect, event, id, job id and attempt', async () => {
+    const { ledgerIds } = await effects.emit('order_placed', 'A-1');
+    const jobId = `ledger-${ledgerIds[0]}`;
+    await waitFor(() => logsOf(jobId).some((l) => l.msg === 'finished'));
+    const lines = logsOf(jobId);
+    expect(lines.map((l) => l.msg)).toEqual(['checking', 'doing', 'finished']);
+    for (const line of lines) {
+      expect(line).toMatchObject({ effect: 'logged', event: 'order_placed', id: 'A-1', jobId, attempt: 1, level: 30 });
+    }
+  });
+
+  it('a retry logs its attempt number; the failure is logged with its error', async () => {
+    const { ledgerIds } = await effects.emit('order_placed', 'flaky');
+    const jobId = `ledger-${ledgerIds[0]}`;
+    await waitFor(() => logsOf(jobId).some((l) => l.msg === 'finished'));
+    const lines = logsOf(jobId).map((l) => [l.msg, l.attempt]);
+    expect(lines).toEqual([
+      ['checking', 1],
+      ['doing', 1],
+      ['failed; will retry', 1],
+      ['checking', 2],
+      ['doing', 2],
+      ['finished', 2],
+    ]);
+    const failed = logsOf(jobId).find((l) => l.msg === 'failed; will retry');
+    expect(failed).toMatchObject({ effect: 'logged', event: 'order_placed', id: 'flaky', err: { message: 'first try fails' } });
+  });
+
+  it('skipping: with the same fields and the reason', async () => {
+    const ledger = runtime.ledger;
+    const [row] = await ledger.owe('order_placed', 'B-2', ['logged']);
+    await ledger.markDone([row.id]);
+    await pushRows(runtime, [row]);
+    const jobId = `ledger-${row.id}`;
+    await waitFor(() => logsOf(jobId).some((l) => l.msg === 'skipping'));
+    expect(logsOf(jobId).map((l) => l.msg)).toEqual(['checking', 'skipping']);
+    expect(logsOf(jobId)[1]).toMatchObject({
+      effect: 'logged',
+      event: 'order_placed',
+      id: 'B-2',
+      jobId,
+      attempt: 1,
+      reason: 'ledger row is done',
+    });
+  });
+});
+
+describe('no password in any log line', () => {
+  const REDIS_PASSWORD = 'Redis"Secret-42';
+  const PG_PASSWORD = 'Pg"Secret-42';
+  let redis: PrivateRedis;
+  let services: TestServices;
+  let pgUrl: string;
+  const appName = `effects_logs_${process.pid}`;
+
+  const expectNoPassword = (text: string) => {
+    for (const secret of [REDIS_PASSWORD, PG_PASSWORD, encodeURIComponent(REDIS_PASSWORD), encodeURIComponent(PG_PASSWORD)]) {
+      expect(text).not.toContain(secret);
+    }
+    // Escaped inside JSON strings.
+    expect(text).not.toContain('Secret-42');
+  };
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis({ password: REDIS_PASSWORD });
+    // The shared PostgreSQL trusts local connections, so any password gets in: still a secret to keep.
+    pgUrl = `postgres://postgres:${encodeURIComponent(PG_PASSWORD)}@127.0.0.1:5432/test?application_name=${appName}`;
+    services = await setupServices('logs-secrets', { redisUrl: redis.url, databaseUrl: pgUrl });
+    await services.migrate();
+  });
+
+  afterAll(async () => {
+    await services?.cleanup();
+    await redis?.stop();
+  });
+
+  const leakyEffect = defineEffect({
+    name: 'leaky',
+    on: 'order_placed',
+    attempts: 2,
+    backoff: { type: 'fixed', delay: 10 },
+    async run(task) {
+      // Drivers do this: an error that quotes the connection string it was given.
+      if (task.id.startsWith('leak')) throw new Error(`upstream ${pgUrl} and ${redis.url} refused`);
+    },
+  });
+
+  it('in a worker through failures, a Redis restart and terminated PostgreSQL connections', async () => {
+    const capture = captureLines();
+    const runtime = new Runtime(services.settings({ effects: [leakyEffect] }), {
+      logger: createLogger({ pretty: false, level: 'debug', destination: capture.stream, secrets: [redis.url, pgUrl] }),
+    });
+    const worker = await startWorker(runtime);
+    const effects = createEffects(
+      { effects: [leakyEffect] },
+      { flags: { redis: redis.url, db: pgUrl, prefix: services.prefix, schema: services.schema } },
+    );
+    const statusOf = async (id: string) =>
+      (await services.db.withSchema(services.schema).table('ledger').where({ event_id: id }).first())?.status;
+    try {
+      await effects.emit('order_placed', 'leak-1');
+      await waitFor(async () => (await statusOf('leak-1')) === 'failed');
+
+      await redis.kill();
+      await redis.start();
+      await services.db.raw('select pg_terminate_backend(pid) from pg_stat_activity where application_name = ? and pid <> pg_backend_pid()', [appName]);
+      await waitFor(async () => (await services.redis.ping()) === 'PONG');
+      // emit's own insert can meet a pooled connection that was just terminated; an app retries.
+      await waitFor(() => effects.emit('order_placed', 'after-restarts').then(() => true), 10_000);
+      await waitFor(async () => (await statusOf('after-restarts')) === 'done', 20_000);
+    } finally {
+      await worker.close({ timeoutMs: 5000 });
+      await effects.close();
+    }
+    const text = capture.raw.join('\n');
+    expect(text).toContain('upstream postgres://postgres:***@127.0.0.1:5432/test');
+    expectNoPassword(text);
+  });
+
+  it('in the CLI: worker logs at debug, status, and a wrong password', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'effects-logs-'));
+    writeFileSync(
+      path.join(dir, 'effects.config.mjs'),
+      `export default {
+  effects: [{
+    name: 'leaky', on: 'order_placed', attempts: 2, backoff: { type: 'fixed', delay: 10 },
+    async run() {
+      throw new Error('upstream ' + process.env.EFFECTS_DATABASE_URL + ' and ' + process.env.EFFECTS_REDIS_URL + ' refused');
+    },
+  }],
+};\n`,
+    );
+    const env = {
+      EFFECTS_REDIS_URL: redis.url,
+      EFFECTS_DATABASE_URL: pgUrl,
+      EFFECTS_PREFIX: `${services.prefix}_cli`,
+      EFFECTS_SCHEMA: services.schema,
+      EFFECTS_LOG_LEVEL: 'debug',
+    };
+    const effects = createEffects(
+      { effects: [leakyEffect] },
+      { flags: { redis: redis.url, db: pgUrl, prefix: env.EFFECTS_PREFIX, schema: services.schema } },
+    );
+    const worker = spawnCli(['worker'], { cwd: dir, env });
+    try {
+      await worker.waitForOutput(/worker started/);
+      await effects.emit('order_placed', 'cli-leak');
+      await worker.waitForOutput(/failed for good/);
+      worker.child.kill('SIGTERM');
+      expect((await worker.exited).code).toBe(0);
+      expect(worker.stdout()).toContain('upstream postgres://postgres:***@');
+      expectNoPassword(worker.stdout() + worker.stderr());
+
+      const status = await runCli(['status', '--json'], { cwd: dir, env });
+      expect(status.code).toBe(0);
+      expectNoPassword(status.stdout + status.stderr);
+
+      const wrong = await runCli(['status'], {
+        cwd: dir,
+        env: { ...env, EFFECTS_REDIS_URL: redis.url.replace(encodeURIComponent(REDIS_PASSWORD), 'Wrong-Secret-42') },
+      });
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toContain('Cannot reach Redis at redis://:***@127.0.0.1');
+      expect(wrong.stdout + wrong.stderr).not.toContain('Wrong-Secret-42');
+    } finally {
+      await worker.kill();
+      await effects.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
