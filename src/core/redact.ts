@@ -38,3 +38,17 @@ function passwordOf(url: string | undefined): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * A webhook URL for logs: scheme, host and port only. Webhook services (Slack's among them) put the
+ * secret in the path, where redactUrl cannot tell it from an ordinary path.
+ */
+export function redactWebhookUrl(url: string | undefined): string {
+  if (!url) return '';
+  try {
+    const parsed = new URL(redactUrl(url));
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname.length > 1 || parsed.search ? '/***' : ''}`;
+  } catch {
+    return '***';
+  }
+}

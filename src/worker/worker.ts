@@ -1,5 +1,7 @@
 import type http from 'node:http';
 import { Worker, type Job, type JobJson, type WorkerOptions as WorkerOptionsOfBullMQ } from 'bullmq';
+import { startPoisonAlerts } from '../alerts/poison-alerts.js';
+import type { PoisonAlerterOptions } from '../alerts/webhook.js';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
@@ -21,6 +23,8 @@ export interface WorkerOptions {
    */
   startupJitterMs?: number;
   hooks?: TaskHooks;
+  /** Retry, queue and de-duplication settings of poison alerts (sent when `alerts.webhook` is set). @defaultValue PoisonAlerter's */
+  alerts?: PoisonAlerterOptions;
 }
 
 export interface WorkerHandle {
@@ -47,9 +51,10 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
 
   const inFlight = new InFlight();
+  const alerts = startPoisonAlerts(runtime, options.hooks, options.alerts);
 
   const workers = effects.map((effect) => {
-    const runTask = createTaskFunction(runtime, effect, batcher, options.hooks);
+    const runTask = createTaskFunction(runtime, effect, batcher, alerts.hooks);
     const worker = new EffectsWorker(
       effect.name,
       async (job: Job) => {
@@ -132,6 +137,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         // stalled check picks them up once the locks expire.
         await Promise.all(workers.map((w) => w.close(true)));
         metricsServer?.close();
+        await alerts.close({ timeoutMs: Math.min(5000, timeoutMs) });
         await runtime.close();
         return { drained };
       })();
