@@ -56,6 +56,8 @@ export async function setupServices(
   const databaseUrl = servers.databaseUrl ?? DATABASE_URL;
   const db = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 4 } });
   const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
+  // Tests that restart Redis would otherwise get "[ioredis] Unhandled error event" noise.
+  redis.on('error', () => {});
   const runtimes: Runtime[] = [];
   const settings = (config: Partial<EffectsConfig> = {}) =>
     resolveSettings(validateConfig({ effects: [], ...config }), {
