@@ -17,6 +17,12 @@ export { startWorker, type WorkerHandle, type WorkerOptions } from './worker/wor
 export { startScheduler, type SchedulerHandle } from './scheduler/scheduler.js';
 export { getStatus, type StatusReport, type QueueStatus } from './ops/status.js';
 export { rebuild, type RebuildOptions, type RebuildResult } from './ops/rebuild.js';
+export { restoreQueueSettings, type RestoredQueue } from './ops/restore-queues.js';
+export { listOperations, getOperation, type OperationView, type ListOperationsOptions } from './ops/audit.js';
+export { QueueSettings, type QueueSetting } from './ledger/queue-settings.js';
+export { PoisonAlerter, type PoisonAlerterOptions, type AlerterStats } from './alerts/webhook.js';
+export { poisonMessage, type PoisonAlert } from './alerts/poison-message.js';
+export { TokenBucket, type TokenBucketOptions } from './core/token-bucket.js';
 export { pauseQueues, resumeQueues, type PauseOptions, type PauseResult, type ResumeOptions, type ResumeResult } from './ops/pause.js';
 export {
   startRamp,
