@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import { afterAll, describe, expect, it } from 'vitest';
-import { setupServices, type TestServices } from '../helpers.js';
+import { setupServices, waitFor, type TestServices } from '../helpers.js';
 import {
   createAppTables,
   createEmitter,
@@ -32,6 +32,8 @@ interface Run {
   poisonJobs: Array<{ state: string; attemptsMade: number }>;
   /** Poison log lines per job id. */
   poisonLines: Map<string, number>;
+  /** Alerts the webhook accepted, per job id. */
+  alerts: Map<string, number>;
   unexpectedExits: number;
 }
 
@@ -48,6 +50,10 @@ describe('scenario 5: poison pills', () => {
     for (const s of services) await s.cleanup();
     await webhook?.close();
   });
+
+  /** The alerts of one run: the webhook is shared, the prefix in the message tells them apart. */
+  const alertsOf = (prefix: string) =>
+    webhook.requests.filter((r) => r.status === 200 && String((r.body as { text?: string }).text).endsWith(`--prefix ${prefix}`));
 
   interface Prepared {
     name: string;
@@ -89,6 +95,9 @@ describe('scenario 5: poison pills', () => {
         await placeOrders(s.db, effects, appSchema, ORDERS);
         await Promise.all(queues.map((q) => q.resume()));
         await waitForSettled(s.db, s.schema, 60_000);
+        // Alerts go out off the job's path: give the last ones a moment.
+        const expected = buggyEvery === 1 ? ORDERS : 0;
+        await waitFor(() => alertsOf(s.prefix).length >= expected, 15_000).catch(() => undefined);
         await supervisor.stop();
         const [{ n, seconds }] = (
           await s.db.raw(
@@ -122,8 +131,14 @@ describe('scenario 5: poison pills', () => {
           appSchema,
           expectFailed: (row) => row.effect === POISON_EFFECT && Number(row.eventId) % buggyEvery === 0,
         });
+        const alerts = new Map<string, number>();
+        for (const request of alertsOf(s.prefix)) {
+          const jobId = /job (\S+) /.exec(String((request.body as { text?: string }).text))?.[1] ?? '?';
+          alerts.set(jobId, (alerts.get(jobId) ?? 0) + 1);
+        }
         return {
           oracle,
+          alerts,
           healthyRate: n / Math.max(seconds, 0.001),
           poisonRows,
           poisonJobs,
@@ -177,9 +192,15 @@ describe('scenario 5: poison pills', () => {
       // One error line per poison job: at the attempt that reached the threshold.
       expect(r.poisonLines.size).toBe(ORDERS);
       expect(new Set(r.poisonLines.values())).toEqual(new Set([1]));
+      // ...and one alert per poison job, for exactly those jobs.
+      expect([...r.alerts.keys()].sort()).toEqual([...r.poisonLines.keys()].sort());
+      expect(new Set(r.alerts.values())).toEqual(new Set([1]));
       expect(r.unexpectedExits).toBe(0);
     }
-    for (const r of clean) expect(r.oracle.lost).toBe(0);
+    for (const r of clean) {
+      expect(r.oracle.lost).toBe(0);
+      expect(r.alerts.size).toBe(0);
+    }
     // The figure to watch is the ratio in the row (target: above 0.9). Asserted loosely, since a
     // shared two-core machine swings more than that between runs.
     expect(ratio).toBeGreaterThan(0.5);
