@@ -82,7 +82,7 @@ export function runsFile(dir: string): RunsFile {
 /**
  * Writes `effects.config.mjs` into `dir`: one effect `slow` on `order_placed` that appends to
  * runs.log and sleeps BLOCK_MS (read from the worker's environment), with short BullMQ locks so a
- * killed worker's job is recovered within seconds.
+ * killed worker's job is recovered within seconds, and no start-up jitter.
  */
 export function writeSlowEffectConfig(dir: string): string {
   const file = path.join(dir, 'effects.config.mjs');
@@ -92,7 +92,7 @@ export function writeSlowEffectConfig(dir: string): string {
     `import { appendFileSync } from 'node:fs';
 const record = (line) => appendFileSync(${JSON.stringify(runs)}, line + '\\n');
 export default {
-  worker: { lockDuration: 1000, stalledInterval: 1000 },
+  worker: { lockDuration: 1000, stalledInterval: 1000, startupJitter: 0 },
   effects: [
     {
       name: 'slow',
