@@ -1,5 +1,5 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
-import { scrubSecrets } from './redact.js';
+import { secretScrubber } from './redact.js';
 
 export type { Logger };
 
@@ -30,8 +30,8 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
       censor: '***',
     },
   };
-  const secrets = settings.secrets?.filter(Boolean) ?? [];
-  if (secrets.length) options.hooks = { streamWrite: (line) => scrubSecrets(line, secrets) };
+  const scrub = secretScrubber(settings.secrets ?? []);
+  if (scrub) options.hooks = { streamWrite: scrub };
   const pretty = settings.pretty ?? (Boolean(process.stdout.isTTY) && !settings.destination);
   if (pretty) {
     return pino({
