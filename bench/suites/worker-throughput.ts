@@ -7,10 +7,11 @@
  * first `active` event to the last `completed` one. Rounds alternate in ABBA order (raw, effects,
  * effects, raw, ...) after an untimed warm-up, and each side reports its median.
  *
- * Logs: the effects worker logs as in production, at `info` (checking / doing / finished per job),
- * through pino into a synchronous /dev/null destination: serialising and writing every line is paid,
- * only the reader of the stream is missing. Raw BullMQ has no job logging, so it writes nothing. A third
- * variant runs the effects worker with logging at `warn`, to show what the info lines cost.
+ * Logs: the effects worker logs as `effects worker` does, at `info` (checking / doing / finished per
+ * job) with the same logger options, but into a synchronous /dev/null destination instead of stdout:
+ * serialising and writing every line is paid, only the reader of the stream is missing. Raw BullMQ
+ * has no job logging, so it writes nothing. A third variant runs the effects worker with logging at
+ * `warn`, to show what the info lines cost.
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import knexFactory from 'knex';
@@ -142,9 +143,11 @@ export const suite: Suite = {
     const runEffects = async (count: number, logLevel: 'info' | 'warn'): Promise<RunFigures> => {
       await enqueueEffects(count);
       const rss = sampleRss();
+      // As `effects worker` builds it (secrets included), but into /dev/null.
       const logger: Logger = api.createLogger({
         level: logLevel,
         pretty: false,
+        secrets: [REDIS_URL, DATABASE_URL],
         // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
         destination: pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream,
       });
@@ -241,11 +244,15 @@ export const suite: Suite = {
       },
     ];
     const perRun = (side: Side) => results[side].map((r) => Math.round(r.jobsPerSec)).join(', ');
+    // Within a round the two sides ran back to back, so their ratio is less exposed to load drift
+    // between rounds than the ratio of medians.
+    const paired = median(results.effects.map((r, i) => r.jobsPerSec / results.raw[i].jobsPerSec));
     return {
       rows,
       notes: [
         `median of ${ROUNDS} alternating (ABBA) runs per side after a ${WARMUP_JOBS}-job warm-up; per run: ` +
           `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at warn [${perRun('effects-quiet')}]`,
+        `paired ratio (median over rounds of effects/raw within the round): ${round(paired, 3)}`,
         'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
         'same Redis, prefix, concurrency and job options on both sides; effects logs 3 info lines per job to /dev/null (sync pino), raw logs nothing',
       ],
