@@ -80,6 +80,20 @@ export function createEmitter(config: ProcessConfig, effects: OrderEffectsOption
 
 export { createAppTables, orderEffects, placeOrder };
 
+/** `fn` over `items`, at most `limit` at a time, results in order: spawning 20 CLIs at once on two cores starves them all. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Supervisor
 
