@@ -37,6 +37,19 @@ describe('TokenBucket', () => {
     expect(clock.elapsed()).toBe(5000);
   });
 
+  it('starts with `initial` tokens but catches up to `burst` after a pause', async () => {
+    const clock = fakeClock();
+    const bucket = new TokenBucket(100, { ...clock, burst: 50, initial: 10 });
+    await bucket.take(10);
+    expect(clock.elapsed()).toBe(0);
+    await bucket.take(10);
+    expect(clock.elapsed()).toBe(100);
+    await clock.sleep(2000); // the caller was busy: 50 tokens at most have accrued
+    const before = clock.elapsed();
+    await bucket.take(50);
+    expect(clock.elapsed()).toBe(before);
+  });
+
   it('refuses a rate of zero', () => {
     expect(() => new TokenBucket(0)).toThrow(RangeError);
   });

@@ -6,6 +6,11 @@
 export interface TokenBucketOptions {
   /** Tokens a caller may take at once without waiting. @defaultValue a tenth of a second's worth, at least 1 */
   burst?: number;
+  /**
+   * Tokens at the start. Less than `burst` keeps a short run from going faster than the rate while
+   * still letting a long one catch up after a slow moment. @defaultValue burst
+   */
+  initial?: number;
   /** Clock in ms, for tests. @defaultValue performance.now */
   now?: () => number;
   /** Sleeper, for tests. @defaultValue setTimeout */
@@ -27,7 +32,7 @@ export class TokenBucket {
     this.burst = options.burst ?? Math.max(1, ratePerSecond / 10);
     this.now = options.now ?? (() => performance.now());
     this.sleep = options.sleep ?? sleep;
-    this.tokens = this.burst;
+    this.tokens = Math.min(this.burst, options.initial ?? this.burst);
     this.last = this.now();
   }
 

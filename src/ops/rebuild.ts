@@ -54,6 +54,7 @@ export interface RebuildResult {
 
 const DEFAULT_PAGE_SIZE = 2000;
 const DEFAULT_CHUNK_SIZE = 500;
+const PUSHES_IN_FLIGHT = 2;
 
 /**
  * Re-drives what the ledger says is owed: every pending row in the window gets a job unless one is
@@ -139,8 +140,13 @@ async function scanAndEnqueue(
   result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun });
 
   const chunkSize = chunkSizeForRate(options.rate, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
-  const bucket = options.rate ? new TokenBucket(options.rate, { burst: chunkSize }) : undefined;
+  // Up to a quarter second of catch-up, so a slow moment (a page boundary, a busy Redis) does not
+  // lower the long-run rate; only one chunk at the start, so a short run is not faster than asked.
+  const bucket = options.rate
+    ? new TokenBucket(options.rate, { burst: Math.max(chunkSize, options.rate / 4), initial: chunkSize })
+    : undefined;
   const aborted = () => Boolean(options.signal?.aborted);
+  const pushes = new PushWindow(PUSHES_IN_FLIGHT);
 
   for await (const rows of pendingPages(runtime, options)) {
     if (aborted()) break;
@@ -162,14 +168,48 @@ async function scanAndEnqueue(
       const chunk = toEnqueue.slice(i, i + chunkSize);
       await bucket?.take(chunk.length, options.signal);
       if (aborted()) break;
-      await pushRows(runtime, chunk);
-      result.enqueued += chunk.length;
-      options.onProgress?.({ ...result });
+      await pushes.add(async () => {
+        await pushRows(runtime, chunk);
+        result.enqueued += chunk.length;
+        options.onProgress?.({ ...result });
+      });
     }
     result.redriven += redrive.length;
   }
+  await pushes.drain();
   result.interrupted = aborted();
   return result;
+}
+
+/**
+ * At most `size` addBulk calls in flight: Redis works through one chunk while this process builds
+ * the next, instead of each waiting for the other. A failed push fails the next add (or the drain).
+ */
+class PushWindow {
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly size: number) {}
+
+  async add(push: () => Promise<void>): Promise<void> {
+    while (this.inFlight.size >= this.size) await Promise.race(this.inFlight);
+    this.throwIfFailed();
+    const running: Promise<void> = push()
+      .catch((error: unknown) => {
+        this.failure ??= { error };
+      })
+      .finally(() => this.inFlight.delete(running));
+    this.inFlight.add(running);
+  }
+
+  async drain(): Promise<void> {
+    await Promise.all(this.inFlight);
+    this.throwIfFailed();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure.error;
+  }
 }
 
 /** Keyset pages of pending rows; the next page is already being read while the caller works on this one. */
