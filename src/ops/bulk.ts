@@ -137,7 +137,9 @@ export async function forEachBatch(
   const chunk = chunkSizeForRate(options.rate, pageSize);
   const limit = options.limit ?? Infinity;
   let matched = 0;
-  const pages = matchingJobs(runtime, filter, ['failed'], { pageSize, fingerprints: new FingerprintCache(), lean: true });
+  // Prefetching stays right while batches remove jobs: each page's skip count is taken inside Redis,
+  // atomically with the page it skips into.
+  const pages = matchingJobs(runtime, filter, ['failed'], { pageSize, fingerprints: new FingerprintCache(), lean: true, prefetch: true });
   for await (const page of pages) {
     let at = 0;
     while (at < page.length) {

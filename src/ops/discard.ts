@@ -3,6 +3,7 @@ import { redisKeys, rowIdFromJobId } from '../queue/keys.js';
 import { audited } from './audit.js';
 import { describeFilter, forEachBatch, planBulk, requireLedger, type BulkOptions, type BulkPlan } from './bulk.js';
 import { compileFilter } from './job-filter.js';
+import { WriteBehind } from './write-behind.js';
 
 export type DiscardOptions = BulkOptions;
 
@@ -38,6 +39,7 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
   const keys = redisKeys(runtime.settings.prefix);
   const run = async (): Promise<DiscardResult> => {
     const result: DiscardResult = { matched: 0, discarded: 0, skipped: 0, dryRun: false, ledgerRowsDiscarded: 0, stopped: null };
+    const ledgerWrites = new WriteBehind();
     const loop = await forEachBatch(runtime, filter, options, async (queueName, batch) => {
       const queue = runtime.queues.get(queueName);
       // The scan read the page a moment ago; only what is still failed now is removed.
@@ -56,13 +58,16 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
       result.matched += batch.length;
       result.discarded += removedIds.length;
       result.skipped += batch.length - removedIds.length;
-      if (useLedger) {
-        const rowIds = removedIds.map(rowIdFromJobId).filter((id): id is string => id !== undefined);
-        result.ledgerRowsDiscarded += await runtime.ledger.setStatus(rowIds, 'discarded', { from: ['pending', 'failed'] });
+      const rowIds = removedIds.map(rowIdFromJobId).filter((id): id is string => id !== undefined);
+      if (useLedger && rowIds.length) {
+        await ledgerWrites.add(async () => {
+          result.ledgerRowsDiscarded += await runtime.ledger.setStatus(rowIds, 'discarded', { from: ['pending', 'failed'] });
+        });
       }
       options.onProgress?.({ matched: result.matched, done: result.discarded, skipped: result.skipped });
       return options.signal?.aborted ? 'stop' : 'continue';
     });
+    await ledgerWrites.drain();
     result.stopped = loop.ended === 'complete' ? null : 'interrupted';
     return result;
   };

@@ -134,7 +134,7 @@ export interface MatchOptions {
   fingerprints?: FingerprintCache;
   /** The caller needs neither name nor data of every job (ignored with a grep, which reads them). @defaultValue false */
   lean?: boolean;
-  /** The caller removes no jobs while scanning: read the next page while it works. @defaultValue false */
+  /** Read the next page while the caller works on this one. @defaultValue false */
   prefetch?: boolean;
 }
 

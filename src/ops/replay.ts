@@ -1,7 +1,7 @@
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { rowIdFromJobId } from '../queue/keys.js';
-import { replayFailedJobs } from '../queue/replay-jobs.js';
+import { replayFailedJobs, replayFailedPages, type ReplayedJobs, type ReplayedPage } from '../queue/replay-jobs.js';
 import { audited } from './audit.js';
 import { Brake, type BrakeOptions, type BrakeReport } from './brake.js';
 import {
@@ -9,10 +9,13 @@ import {
   forEachBatch,
   planBulk,
   requireLedger,
+  type BatchLoopResult,
+  type BatchOutcome,
   type BulkOptions,
   type BulkPlan,
 } from './bulk.js';
-import { compileFilter } from './job-filter.js';
+import { compileFilter, type CompiledFilter } from './job-filter.js';
+import { WriteBehind } from './write-behind.js';
 
 export interface ReplayOptions extends BulkOptions {
   /** The brake's settings, or false to replay without one. @defaultValue on, with BRAKE_DEFAULTS */
@@ -69,6 +72,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
   const useLedger = options.useLedger !== false;
   const run = async (): Promise<ReplayResult> => {
     const brake = options.brake === false ? null : new Brake(runtime.redis, runtime.settings.prefix, options.brake);
+    const ledgerWrites = new WriteBehind();
     const result: ReplayResult = {
       matched: 0,
       replayed: 0,
@@ -78,39 +82,53 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       brake: null,
       replayedBefore: 0,
     };
-    const loop = await forEachBatch(
-      runtime,
-      filter,
-      options,
-      async (queue, batch) => {
-        // A full sample waits for its verdict before anything more is replayed.
-        if (brake?.needsVerdict) {
-          options.onBrakeWait?.(brake.sampleTarget);
-          if (await brake.awaitVerdict(options.signal)) return 'stop';
-        }
+    /** Books one replayed batch: counts, ledger rows, the brake's sample, progress. */
+    const settle = async (queue: string, matched: number, { replayed, skipped }: ReplayedJobs) => {
+      result.matched += matched;
+      result.replayed += replayed.length;
+      result.skipped += skipped.length;
+      result.replayedBefore += replayed.filter((r) => r.replayCount > 1).length;
+      const rowIds = replayed.map((r) => rowIdFromJobId(r.id)).filter((id): id is string => id !== undefined);
+      if (useLedger && rowIds.length) {
+        await ledgerWrites.add(() => runtime.ledger.setStatus(rowIds, 'pending', { countReplay: true, from: ['failed', 'pending'] }));
+      }
+      brake?.record(queue, replayed.map((r) => r.id));
+      options.onProgress?.({ matched: result.matched, done: result.replayed, skipped: result.skipped });
+    };
+    /** A full sample waits for its verdict before anything more is replayed; true: stop. */
+    const brakeStops = async () => {
+      if (!brake?.needsVerdict) return false;
+      options.onBrakeWait?.(brake.sampleTarget);
+      return brake.awaitVerdict(options.signal);
+    };
+    const room = () => Math.min((options.limit ?? Infinity) - result.matched, brake?.sampleRoom || Infinity);
+
+    let ended: BatchLoopResult['ended'];
+    if (filter.grep || filter.errorGroup || filter.ids || options.rate) {
+      // The client decides what matches, or paces: read pages, then replay chosen batches.
+      ({ ended } = await forEachBatch(
+        runtime,
+        filter,
+        options,
+        async (queue, batch) => {
+          if ((await brakeStops()) || options.signal?.aborted) return 'stop';
+          const ids = batch.map((j) => j.id);
+          await settle(queue, batch.length, await replayFailedJobs(runtime.redis, runtime.settings.prefix, queue, ids));
+          return (await brake?.tripped()) ? 'stop' : 'continue';
+        },
+        () => brake?.sampleRoom || Infinity,
+      ));
+    } else {
+      ended = await replayInRedis(runtime, filter, options.pageSize, room, async (queue, page) => {
+        await settle(queue, page.matched, page);
         if (options.signal?.aborted) return 'stop';
-        const { replayed, skipped } = await replayFailedJobs(
-          runtime.redis,
-          runtime.settings.prefix,
-          queue,
-          batch.map((j) => j.id),
-        );
-        result.matched += batch.length;
-        result.replayed += replayed.length;
-        result.skipped += skipped.length;
-        result.replayedBefore += replayed.filter((r) => r.replayCount > 1).length;
-        if (useLedger) {
-          const rowIds = replayed.map((r) => rowIdFromJobId(r.id)).filter((id): id is string => id !== undefined);
-          await runtime.ledger.setStatus(rowIds, 'pending', { countReplay: true, from: ['failed', 'pending'] });
-        }
-        brake?.record(queue, replayed.map((r) => r.id));
-        options.onProgress?.({ matched: result.matched, done: result.replayed, skipped: result.skipped });
+        if (page.more && (await brakeStops())) return 'stop';
         return (await brake?.tripped()) ? 'stop' : 'continue';
-      },
-      () => brake?.sampleRoom || Infinity,
-    );
-    result.stopped = brake?.isTripped ? 'brake' : loop.ended === 'interrupted' || options.signal?.aborted ? 'interrupted' : null;
-    if (brake && result.replayed > 0) result.brake = await brake.report(loop.ended === 'complete');
+      });
+    }
+    await ledgerWrites.drain();
+    result.stopped = brake?.isTripped ? 'brake' : ended === 'interrupted' || options.signal?.aborted ? 'interrupted' : null;
+    if (brake && result.replayed > 0) result.brake = await brake.report(ended === 'complete');
     return result;
   };
 
@@ -130,4 +148,31 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       interrupted: (r) => r.stopped !== null,
     },
   );
+}
+
+/**
+ * The fast path, for filters Redis decides alone (queues, a finishedOn window, a minimum of
+ * attempts) and no pacing: each page of the failed set is read and replayed in one script call.
+ */
+async function replayInRedis(
+  runtime: Runtime,
+  filter: CompiledFilter,
+  pageSize: number | undefined,
+  room: () => number,
+  onPage: (queue: string, page: ReplayedPage) => Promise<BatchOutcome>,
+): Promise<BatchLoopResult['ended']> {
+  for (const queue of filter.queues) {
+    const pages = replayFailedPages(
+      runtime.redis,
+      runtime.settings.prefix,
+      queue,
+      { minScore: filter.since, maxScore: filter.until, minAttempts: filter.minAttempts, pageSize },
+      room,
+    );
+    for await (const page of pages) {
+      if ((await onPage(queue, page)) === 'stop') return 'stopped';
+    }
+    if (room() <= 0) break;
+  }
+  return 'complete';
 }

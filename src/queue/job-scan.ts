@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { redisKeys } from './keys.js';
+import { SKIP_SEEN_LUA, nextCursor, type SetCursor } from './set-cursor.js';
 
 /** The sorted sets a scan can walk. `failed` is scored by finishedOn; `delayed` by due time. */
 export type ScannedSet = 'failed' | 'delayed';
@@ -16,6 +17,7 @@ export interface ScannedJob {
   rawData: string;
   attemptsMade: number;
   failedReason: string | null;
+  /** Not read by scans of the failed set (completeJobs fills it in). */
   timestamp: number | null;
   finishedOn: number | null;
   processedOn: number | null;
@@ -39,28 +41,23 @@ export interface ScanOptions {
   lean?: boolean;
   /**
    * Ask for the next page before the caller works on this one, so Redis and the caller work at the
-   * same time. Only for callers that do not remove jobs from the set while scanning. @defaultValue false
+   * same time. Safe when the caller removes jobs: each page's skip count is taken inside Redis,
+   * atomically with the page. @defaultValue false
    */
   prefetch?: boolean;
 }
 
 /**
  * One page of a sorted set, in score order, with only the fields we show, read inside Redis so a
- * page is one round trip and Redis is never blocked for long. The cursor is (score, members already
- * seen at that score): the members seen at the cursor score that are still there are skipped, which
- * stays right when the caller removes jobs between pages (replay, discard) and when many jobs share
- * one finishedOn.
+ * page is one round trip and Redis is never blocked for long. Paged with a SetCursor, so it stays
+ * right when the caller removes jobs between pages (replay, discard) and when many jobs share one
+ * finishedOn.
  */
-const SCAN_PAGE = `
+const SCAN_PAGE = `${SKIP_SEEN_LUA}
 local zset, replays = KEYS[1], KEYS[2]
 local jobPrefix, cursor, maxScore = ARGV[1], ARGV[2], ARGV[3]
 local pageSize, minAttempts, lean, delayed = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] == '1', ARGV[7] == 'delayed'
-local skip = 0
-local cursorScore = tonumber(cursor)
-for i = 8, #ARGV do
-  local score = redis.call('ZSCORE', zset, ARGV[i])
-  if score and tonumber(score) == cursorScore then skip = skip + 1 end
-end
+local skip = skipSeen(zset, cursor, 8)
 local items = redis.call('ZRANGEBYSCORE', zset, cursor, maxScore, 'WITHSCORES', 'LIMIT', skip, pageSize)
 if #items == 0 then return {} end
 local ids = {}
@@ -71,15 +68,17 @@ local counts = redis.call('HMGET', replays, unpack(ids))
 local out = {}
 local n = 0
 for k, id in ipairs(ids) do
-  -- Lean reads only what filtering and grouping need; for the failed set, the score is finishedOn.
-  local timestamp, atm, failedReason, finishedOn, processedOn, name, data
-  if lean and delayed then
+  -- Only what filtering and grouping need: for the failed set the score is finishedOn, and name and
+  -- data (the biggest fields) only when asked for.
+  local timestamp, atm, failedReason, processedOn, name, data
+  if delayed and lean then
     atm, failedReason, timestamp, processedOn = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason', 'timestamp', 'processedOn'))
+  elseif delayed then
+    atm, failedReason, timestamp, processedOn, name, data = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason', 'timestamp', 'processedOn', 'name', 'data'))
   elseif lean then
     atm, failedReason = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason'))
   else
-    timestamp, atm, failedReason, finishedOn, processedOn, name, data = unpack(redis.call('HMGET', jobPrefix .. id,
-      'timestamp', 'atm', 'failedReason', 'finishedOn', 'processedOn', 'name', 'data'))
+    atm, failedReason, name, data = unpack(redis.call('HMGET', jobPrefix .. id, 'atm', 'failedReason', 'name', 'data'))
   end
   out[n + 1] = id
   out[n + 2] = items[2 * k]
@@ -88,7 +87,7 @@ for k, id in ipairs(ids) do
     out[n + 3] = timestamp or false
     out[n + 4] = atm or '0'
     out[n + 5] = failedReason or false
-    out[n + 6] = finishedOn or false
+    out[n + 6] = false
     out[n + 7] = processedOn or false
     out[n + 8] = counts[k] or '0'
     out[n + 9] = name or false
@@ -107,8 +106,7 @@ const num = (value: string | null | undefined) => (value === null || value === u
 
 /**
  * Walks one of a queue's sorted sets a page at a time, yielding the jobs that reached `minAttempts`.
- * Memory holds one page (two with prefetch); a caller without prefetch may remove yielded jobs from
- * the set before asking for more.
+ * Memory holds one page (two with prefetch); the caller may remove yielded jobs from the set.
  */
 export async function* scanJobSet(
   redis: Redis,
@@ -120,38 +118,34 @@ export async function* scanJobSet(
   const keys = redisKeys(prefix);
   const pageSize = options.pageSize ?? 1000;
   const max = options.maxScore === undefined ? '+inf' : String(options.maxScore);
-  const page = (cursor: string, seenAtCursor: string[]) =>
+  const page = (at: SetCursor) =>
     redis.eval(
       SCAN_PAGE,
       2,
       keys.queue(queue, state),
       keys.replayCount(queue),
       keys.job(queue, ''),
-      cursor,
+      at.score,
       max,
       pageSize,
       options.minAttempts ?? 0,
       options.lean ? '1' : '0',
       state,
-      ...seenAtCursor,
+      ...at.seen,
     ) as Promise<Array<string | null>>;
 
-  let cursor = options.minScore === undefined ? '-inf' : String(options.minScore);
-  let seenAtCursor: string[] = [];
-  let pending = page(cursor, seenAtCursor);
+  let cursor: SetCursor = { score: options.minScore === undefined ? '-inf' : String(options.minScore), seen: [] };
+  let pending = page(cursor);
   for (;;) {
     const reply = await pending;
-    const members = reply.length / STRIDE;
-    const full = members === pageSize;
+    const full = reply.length / STRIDE === pageSize;
     if (full) {
       const lastScore = reply[reply.length - STRIDE + 1]!;
       const atLast: string[] = [];
       for (let at = 0; at < reply.length; at += STRIDE) if (reply[at + 1] === lastScore) atLast.push(reply[at]!);
-      // A run of equal scores longer than a page: remember every member seen at that score.
-      seenAtCursor = Number(lastScore) === Number(cursor) ? [...seenAtCursor, ...atLast] : atLast;
-      cursor = lastScore;
+      cursor = nextCursor(cursor, lastScore, atLast);
       if (options.prefetch) {
-        pending = page(cursor, seenAtCursor);
+        pending = page(cursor);
         // Awaited on the next turn; until then a failure must not count as unhandled.
         pending.catch(() => undefined);
       }
@@ -162,7 +156,7 @@ export async function* scanJobSet(
     }
     if (jobs.length) yield jobs;
     if (!full) return;
-    if (!options.prefetch) pending = page(cursor, seenAtCursor);
+    if (!options.prefetch) pending = page(cursor);
   }
 }
 
@@ -176,7 +170,7 @@ function toScannedJob(reply: Array<string | null>, at: number, queue: string, st
     attemptsMade: Number(reply[at + 3] ?? 0),
     failedReason: reply[at + 4],
     timestamp: num(reply[at + 2]),
-    // The failed set is scored by finishedOn, so a lean scan has it without reading it.
+    // The failed set is scored by finishedOn, so a scan has it without reading it.
     finishedOn: num(reply[at + 5]) ?? (state === 'failed' && reply[at + 1] !== null ? Number(reply[at + 1]) : null),
     processedOn: num(reply[at + 6]),
     replayCount: Number(reply[at + 7] ?? 0),
