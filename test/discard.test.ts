@@ -117,7 +117,7 @@ describe('discard', () => {
         cli('discard', '--since', '2999-01-01', '--dry-run'),
       ]);
       expect(unknown.code).toBe(2);
-      expect(unknown.stderr).toMatch(/Unknown queue: nope\. Known queues .*plain/);
+      expect(unknown.stderr).toMatch(/Unknown queue\(s\): nope\. Expected one of: .*plain/);
       expect(since.code).toBe(2);
       expect(since.stderr).toMatch(/--since is in the future/);
     });

@@ -188,6 +188,19 @@ describe('replay', () => {
       expect(await failedCount('plain')).toBe(5);
     });
 
+    it('replays page by page inside Redis through ties and limits, each job once', async () => {
+      await settleJobs(services.prefix, 'ties', Array.from({ length: 10 }, (_, n) => ({ data: { n } })), () => new Error('x'));
+      await tieFailedScores(services.redis, services.prefix, 'ties', Date.now() - 1000);
+      const first = await replay(runtime, { queues: ['ties'], limit: 4, pageSize: 3, useLedger: false, brake: false });
+      expect(first).toMatchObject({ matched: 4, replayed: 4, skipped: 0 });
+      const rest = await replay(runtime, { queues: ['ties'], pageSize: 3, useLedger: false, brake: false });
+      expect(rest).toMatchObject({ matched: 6, replayed: 6 });
+      const counts = Object.values(await replays('ties'));
+      expect(counts).toHaveLength(10);
+      expect(counts.every((c) => c === '1')).toBe(true);
+      expect(await services.redis.llen(`${services.prefix}:ties:wait`)).toBe(10);
+    });
+
     it('puts a prioritized job back in the prioritized set, as BullMQ would', async () => {
       const [id] = await settleJobs(services.prefix, 'prio', [{ data: { n: 1 }, opts: { priority: 3 } }], () => new Error('no'));
       await replay(runtime, { queues: ['prio'], useLedger: false, brake: false });
@@ -229,7 +242,7 @@ describe('replay', () => {
         [['--grep', '(x'], /Invalid --grep/],
         [['--since', '2999-01-01T00:00:00Z'], /--since is in the future/],
         [['--since', '10m', '--until', '1h'], /--since is after --until/],
-        [['--queue', 'nope'], /Unknown queue: nope\. Known queues/],
+        [['--queue', 'nope'], /Unknown queue\(s\): nope\. Expected one of: /],
         [['--brake-threshold', '2'], /expected a share above 0 and below 1/],
         [['--error-group', 'xyz'], /Invalid --error-group/],
       ];

@@ -2,6 +2,7 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { readJobs, scanJobSet, type ScanOptions, type ScannedJob, type ScannedSet } from '../queue/job-scan.js';
 import { redisKeys } from '../queue/keys.js';
+import { selectQueues } from './select-queues.js';
 import { listQueues } from './status.js';
 import { FingerprintCache, errorGroupId } from './fingerprint.js';
 
@@ -90,29 +91,16 @@ export function compileGrep(grep: string | RegExp): RegExp {
 
 /**
  * The queues asked for, or every queue under the prefix. An unknown name is a usage error that
- * lists the known ones, so a typo at 3 a.m. is fixed in one go.
+ * lists the known ones (selectQueues), so a typo at 3 a.m. is fixed in one go.
  */
 export async function resolveQueues(runtime: Runtime, wanted: string[] | undefined): Promise<string[]> {
-  if (wanted?.length) {
-    const names = [...new Set(wanted)];
-    // Named queues are checked by their meta hash: a SCAN of a big keyspace only when one is unknown.
-    const keys = redisKeys(runtime.settings.prefix);
-    const exists = await Promise.all(names.map((q) => runtime.redis.exists(keys.queue(q, 'meta'))));
-    if (names.every((q, i) => exists[i] === 1 || runtime.effectsByName.has(q))) return names;
-  }
-  const known = await listQueues(runtime);
-  if (!wanted?.length) return known;
-  const unknown = wanted.filter((q) => !known.includes(q));
-  if (unknown.length) {
-    throw new UsageError(
-      `Unknown queue${unknown.length > 1 ? 's' : ''}: ${unknown.join(', ')}. ` +
-        (known.length
-          ? `Known queues under prefix "${runtime.settings.prefix}": ${known.join(', ')}.`
-          : `There are no queues under prefix "${runtime.settings.prefix}".`),
-      known.length ? undefined : 'Check --prefix (or EFFECTS_PREFIX).',
-    );
-  }
-  return [...new Set(wanted)];
+  if (!wanted?.length) return listQueues(runtime);
+  const names = [...new Set(wanted)];
+  // Named queues are checked by their meta hash: a SCAN of a big keyspace only when one is unknown.
+  const keys = redisKeys(runtime.settings.prefix);
+  const exists = await Promise.all(names.map((q) => runtime.redis.exists(keys.queue(q, 'meta'))));
+  if (names.every((q, i) => exists[i] === 1 || runtime.effectsByName.has(q))) return names;
+  return selectQueues(runtime, { queues: names });
 }
 
 /** Tests what the Lua scan could not: time window, regular expression, error group. */

@@ -35,6 +35,8 @@ export interface PoisonJob {
   state: ScannedSet;
   timestamp: number | null;
   finishedOn: number | null;
+  /** When it last failed: finishedOn, or for a job waiting to retry, when its last attempt started. */
+  lastFailedAt: number | null;
   /** How many times an operator replayed this job. */
   replayCount: number;
   /** The id of its error group, for `--error-group`. */
@@ -183,6 +185,7 @@ function toPoisonJob(job: MatchedJob): PoisonJob {
     state: job.state,
     timestamp: job.timestamp,
     finishedOn: job.finishedOn,
+    lastFailedAt: lastFailedAt(job),
     replayCount: job.replayCount,
     errorGroup: job.errorGroup,
   };

@@ -8,7 +8,14 @@ import { age, table } from '../render.js';
 export function registerPoison(program: Command): void {
   const poison = program
     .command('poison')
-    .description('poison pills: jobs whose attempts reached the threshold, failed or waiting to retry');
+    .description('poison pills: jobs whose attempts reached the threshold, failed or waiting to retry')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ effects poison list --by-error
+  $ effects poison show notify-crm ledger-4812`,
+    );
 
   addJobFilterOptions(
     poison
@@ -124,7 +131,7 @@ function renderList(list: PoisonList, ctx: CommandContext, byError: boolean): st
         j.attemptsMade,
         j.state,
         j.replayCount ? chalk.yellow(String(j.replayCount)) : chalk.dim('0'),
-        ago(j.finishedOn ?? j.timestamp),
+        ago(j.lastFailedAt),
         clip(j.failedReason, 60),
       ]),
       chalk,
