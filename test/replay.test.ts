@@ -201,6 +201,14 @@ describe('replay', () => {
       expect(await services.redis.llen(`${services.prefix}:ties:wait`)).toBe(10);
     });
 
+    it('goes on without a verdict when none of the sample finishes in time (no worker), and says so', async () => {
+      await settleJobs(services.prefix, 'idle', Array.from({ length: 6 }, (_, n) => ({ data: { n } })), () => new Error('x'));
+      const result = await replay(runtime, { queues: ['idle'], useLedger: false, brake: { sample: 2, waitMs: 200, pollMs: 50 } });
+      expect(result).toMatchObject({ matched: 6, replayed: 6, stopped: null });
+      expect(result.brake).toMatchObject({ verdict: 'undecided', size: 2, pending: 2, failed: 0 });
+      expect(result.brake!.waitedMs).toBeGreaterThanOrEqual(200);
+    });
+
     it('puts a prioritized job back in the prioritized set, as BullMQ would', async () => {
       const [id] = await settleJobs(services.prefix, 'prio', [{ data: { n: 1 }, opts: { priority: 3 } }], () => new Error('no'));
       await replay(runtime, { queues: ['prio'], useLedger: false, brake: false });
