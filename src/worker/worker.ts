@@ -6,6 +6,7 @@ import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { assertMigrated } from '../ledger/migrate.js';
+import { rowIdFromJobId } from '../queue/keys.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, serveMetrics, type WorkerMetrics } from './metrics.js';
 import { createTaskFunction, UnparseableData, type Outcome, type TaskHooks } from './task-function.js';
@@ -39,6 +40,9 @@ export interface WorkerHandle {
   close(options?: { timeoutMs?: number }): Promise<{ drained: boolean }>;
 }
 
+/** BullMQ's reason for a job failed by its stalled-job check (moveStalledJobsToWait). */
+const STALLED_TOO_OFTEN = /job stalled more than allowable limit/;
+
 /** Starts one BullMQ worker per effect queue, each running the smart task function. */
 export async function startWorker(runtime: Runtime, options: WorkerOptions = {}): Promise<WorkerHandle> {
   const effects = selectEffects(runtime, options.queues);
@@ -52,6 +56,25 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
 
   const inFlight = new InFlight();
   const alerts = startPoisonAlerts(runtime, options.hooks, options.alerts);
+
+  /**
+   * BullMQ fails a job whose worker died while running it more than once (maxStalledCount: a job
+   * that crashes its process, say out of memory) without calling the task function, so nothing
+   * recorded it: its ledger row stayed pending, no alert went out, and every periodic rebuild sent
+   * it round again to crash another worker. It is a poison pill: record it and report it as one.
+   */
+  const recordStalledTooOften = async (job: Job, error: Error) => {
+    const effect = runtime.effectsByName.get(job.queueName);
+    const message = `${error.message}: its worker process died while running it, more than once`;
+    log.error({ effect: job.queueName, jobId: job.id, err: { message } }, 'poison pill: stalled too often');
+    const rowId = rowIdFromJobId(job.id);
+    try {
+      if (rowId) await batcher.recordFailure({ id: rowId, attempts: job.attemptsMade, error: message, final: true });
+    } catch (recordError) {
+      log.error({ jobId: job.id, err: { message: (recordError as Error).message } }, 'cannot record the stalled job in the ledger');
+    }
+    if (effect) alerts.hooks.onPoison?.(job, effect, new Error(message));
+  };
 
   const workers = effects.map((effect) => {
     const runTask = createTaskFunction(runtime, effect, batcher, alerts.hooks);
@@ -83,6 +106,9 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     );
     // Redis going away is reported here; BullMQ reconnects by itself.
     worker.on('error', (error) => log.warn({ queue: effect.name, err: { message: error.message } }, 'worker error'));
+    worker.on('failed', (job, error) => {
+      if (job && STALLED_TOO_OFTEN.test(error.message)) void recordStalledTooOften(job, error);
+    });
     return worker;
   });
 

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { setupServices, type TestServices } from '../helpers.js';
+import { runCli, setupServices, waitFor, type TestServices } from '../helpers.js';
 import {
   activeJobIds,
   createAppTables,
@@ -12,6 +12,7 @@ import {
   rowFrom,
   sleep,
   startLoad,
+  startWebhook,
   Supervisor,
   waitForSettled,
   writeConfig,
@@ -99,5 +100,81 @@ describe('scenario 1: kill -9 of worker processes under load', () => {
     expect(supervisor.restartTimes).toHaveLength(KILLS);
     expect(supervisor.unexpectedExits, supervisor.lines.filter((l) => !l.startsWith('{')).join('\n')).toEqual([]);
     expect(await supervisor.stop()).toEqual([0, 0]);
+  });
+
+  it('a job whose worker dies twice while running it is a poison pill: failed in the ledger, alerted, not re-driven', async () => {
+    const s = await setupServices('faults-stalled');
+    await s.migrate();
+    const appSchema = `${s.schema}_app`;
+    await createAppTables(s.db, appSchema);
+    const webhook = await startWebhook();
+    const processConfig = {
+      redis: s.redisUrl,
+      database: s.databaseUrl,
+      prefix: s.prefix,
+      schema: s.schema,
+      alerts: { webhook: webhook.url },
+      worker: FAST_WORKER,
+    };
+    // Jobs of 3-15 s: each is still running when its worker is killed, twice.
+    const options = effectOptions(appSchema, { latencyScale: 100, failureRate: 0 });
+    const stalledConfig = writeConfig(processConfig, options);
+    const worker = new Supervisor({ config: stalledConfig.path });
+    const effects = createEmitter(processConfig, options);
+    try {
+      await worker.start();
+      await effects.emit('order_placed', 'crash-loop');
+      const rowsOwed = await s.db.withSchema(s.schema).table('ledger').where({ event_id: 'crash-loop' }).select('id', 'effect');
+      /** All ten jobs running (locked) after `stalls` stalls: taken again after the last kill. */
+      const allRunning = async (stalls: number) => {
+        const pipeline = s.redis.pipeline();
+        for (const row of rowsOwed) {
+          const key = `${s.prefix}:${row.effect}:ledger-${row.id}`;
+          pipeline.exists(`${key}:lock`).hget(key, 'stc');
+        }
+        const replies = ((await pipeline.exec()) ?? []).map(([, value]) => value);
+        return rowsOwed.every((_, i) => replies[2 * i] === 1 && Number(replies[2 * i + 1] ?? 0) === stalls);
+      };
+      for (let kill = 0; kill < 2; kill++) {
+        // Both times, all ten jobs are running when the process dies.
+        await waitFor(() => allRunning(kill), 30_000);
+        await sleep(300);
+        await worker.kill9();
+        await worker.ready();
+      }
+      const ledger = () => s.db.withSchema(s.schema).table('ledger').where({ event_id: 'crash-loop' });
+      await waitFor(async () => (await ledger()).every((r) => r.status === 'failed'), 30_000);
+      await waitFor(() => webhook.requests.length >= EFFECTS_PER_ORDER, 10_000).catch(() => undefined);
+      const rows = await ledger();
+      const rebuild = await runCli(['rebuild', '--since', '10m', '--yes', '--json', '--config', stalledConfig.path]);
+      const oracle = await readOracle(s.db, { schema: s.schema, appSchema, expectFailed: () => true });
+      const stalledLines = worker.logRecords().filter((r) => r.msg === 'poison pill: stalled too often').length;
+      reportRow({
+        ...rowFrom(
+          '1b worker dies twice mid-job',
+          oracle,
+          null,
+          `${rows.length} jobs failed by the stall limit: ledger failed, ${webhook.requests.length} alerts, ` +
+            `${stalledLines} error lines; rebuild re-drives ${JSON.parse(rebuild.stdout).enqueued}`,
+        ),
+        events: 1,
+      });
+
+      expect(rows.map((r) => r.status)).toEqual(rows.map(() => 'failed'));
+      for (const row of rows) expect(row.last_error).toMatch(/stalled more than allowable limit/);
+      expect(stalledLines).toBe(EFFECTS_PER_ORDER);
+      expect(webhook.requests).toHaveLength(EFFECTS_PER_ORDER);
+      // Failed, not pending: the periodic rebuild does not send it round again to crash more workers.
+      expect(rebuild.code, rebuild.stderr).toBe(0);
+      expect(JSON.parse(rebuild.stdout)).toMatchObject({ scanned: 0, enqueued: 0 });
+      expect(worker.unexpectedExits).toEqual([]);
+    } finally {
+      await worker.stop();
+      await effects.close();
+      await webhook.close();
+      await s.db.raw('drop schema if exists ?? cascade', [appSchema]);
+      stalledConfig.remove();
+      await s.cleanup();
+    }
   });
 });
