@@ -28,10 +28,16 @@ export async function confirmBulk({ count, verb, yes }: ConfirmBulk): Promise<vo
   }
   // The question goes to stderr: stdout stays clean for --json.
   const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+  // Ctrl-C at the question is a "no", not a hang.
+  const cancel = new AbortController();
+  rl.on('SIGINT', () => cancel.abort());
+  let answer = '';
   try {
-    const answer = await rl.question(`${verb[0].toUpperCase()}${verb.slice(1)} ${count} jobs? [y/N] `);
-    if (!/^y(es)?$/i.test(answer.trim())) throw new EffectsError('Not confirmed: nothing was done.');
+    answer = await rl.question(`${verb[0].toUpperCase()}${verb.slice(1)} ${count} jobs? [y/N] `, { signal: cancel.signal });
+  } catch {
+    process.stderr.write('\n');
   } finally {
     rl.close();
   }
+  if (!/^y(es)?$/i.test(answer.trim())) throw new EffectsError('Not confirmed: nothing was done.');
 }

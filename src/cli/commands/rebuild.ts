@@ -98,7 +98,7 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
   ];
   if (result.restored.length) {
     const what = result.dryRun ? 'would re-apply' : 're-applied';
-    lines.push(`${what} queue settings lost from Redis: ${result.restored.map(describeRestored).join('; ')}`);
+    lines.push(`${what} queue settings missing from Redis: ${result.restored.map(describeRestored).join('; ')}`);
   }
   if (result.dryRun && rate && result.enqueued) {
     lines.push(`at ${rate}/s this takes about ${formatDuration((result.enqueued / rate) * 1000)}`);
