@@ -194,6 +194,29 @@ describe('rebuild', () => {
     expect(seconds).toBeGreaterThan(0.7);
   });
 
+  it('stops when interrupted, reports what it did, records it, and a re-run enqueues the rest', async () => {
+    const ids = Array.from({ length: 100 }, (_, i) => `stopped-${i}`);
+    await owe(ids, 40 * 86_400_000);
+    const runtime = services.runtime(config);
+    const window = { since: Date.now() - 41 * 86_400_000, until: Date.now() - 39 * 86_400_000 };
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 300);
+    const first = await rebuild(runtime, { ...window, rate: 200, signal: controller.signal, reason: 'interrupt me' });
+    expect(first.interrupted).toBe(true);
+    expect(first.enqueued).toBeGreaterThan(0);
+    expect(first.enqueued).toBeLessThan(200);
+    expect(first.scanned).toBe(first.enqueued + first.alreadyQueued);
+
+    const [operation] = (await listOperations(runtime, { command: 'rebuild' })).filter((o) => o.reason === 'interrupt me');
+    expect(operation).toMatchObject({ outcome: 'interrupted', counts: { enqueued: first.enqueued } });
+
+    // The worker of the first test may have finished some of the first run's jobs meanwhile: either
+    // way, each row was enqueued by exactly one of the two runs.
+    const second = await rebuild(runtime, { ...window, audit: false });
+    expect(second.interrupted).toBe(false);
+    expect(first.enqueued + second.enqueued).toBe(200);
+  });
+
   it.each([
     [['--since', '2099-01-01T00:00:00Z'], /in the future/],
     [['--since', '2h', '--until', '3h'], /not before --until/],

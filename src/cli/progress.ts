@@ -23,7 +23,9 @@ export function progressBar(options: { total: number; json: boolean; label: stri
     },
     cliProgress.Presets.shades_classic,
   );
-  bar.start(options.total, 0);
+  // Every {placeholder} of `extra` starts at 0, so the first frame does not show it raw.
+  const initial = Object.fromEntries([...(options.extra ?? '').matchAll(/\{(\w+)\}/g)].map((m) => [m[1], 0]));
+  bar.start(options.total, 0, initial);
   return {
     update: (value, payload) => bar.update(Math.min(value, options.total), payload),
     stop: () => bar.stop(),

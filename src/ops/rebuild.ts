@@ -164,6 +164,7 @@ async function scanAndEnqueue(
       continue;
     }
     if (redrive.length) await removeJobs(runtime, redrive);
+    let handed = 0;
     for (let i = 0; i < toEnqueue.length && !aborted(); i += chunkSize) {
       const chunk = toEnqueue.slice(i, i + chunkSize);
       await bucket?.take(chunk.length, options.signal);
@@ -173,8 +174,12 @@ async function scanAndEnqueue(
         result.enqueued += chunk.length;
         options.onProgress?.({ ...result });
       });
+      handed += chunk.length;
     }
-    result.redriven += redrive.length;
+    // Redriven rows come last in the page; interrupted, the counts cover only what was handled, and
+    // the rest (still pending, with no job) is what a re-run picks up.
+    result.redriven += Math.max(0, handed - missing.length);
+    result.scanned -= toEnqueue.length - handed;
   }
   await pushes.drain();
   result.interrupted = aborted();

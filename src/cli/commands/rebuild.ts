@@ -74,7 +74,8 @@ Examples:
         const result = await rebuild(runtime, {
           ...base,
           signal: controller.signal,
-          onProgress: (p) => bar.update(p.scanned, { enqueued: p.enqueued }),
+          // Rows dealt with, not rows read: the read runs a page ahead of the enqueueing.
+          onProgress: (p) => bar.update(p.enqueued + p.alreadyQueued, { enqueued: p.enqueued }),
         }).finally(() => bar.stop());
         print(ctx, result, opts.rate);
         if (result.interrupted) setExitCode(ExitCode.runtime);
