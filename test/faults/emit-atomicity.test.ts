@@ -132,7 +132,6 @@ describe('scenario 4: emit atomicity', () => {
     // The app restarts during the outage: the pushes it still held are gone with it.
     await effects.close();
     await redis.start();
-    recovery.faultEnded();
     const missing = await pendingWithoutJob(services.db, services.schema, services.redis, services.prefix);
 
     await waitForSettled(services.db, services.schema, 30_000);
@@ -185,7 +184,6 @@ describe('scenario 4: emit atomicity', () => {
     const recovery = await Recovery.capture(services.db, services.schema);
     const unqueuedAtKill = await pendingWithoutJob(services.db, services.schema, services.redis, services.prefix);
     await control.call('CLIENT', 'UNPAUSE');
-    recovery.faultEnded();
     // The dead client's push died with it: still nothing queued a moment later.
     await sleep(1000);
     const unqueuedAfter = await pendingWithoutJob(services.db, services.schema, services.redis, services.prefix);

@@ -119,7 +119,6 @@ describe('scenario 2: Redis wiped mid-run, and restarted empty', () => {
     await redis.kill();
     await sleep(1500);
     await redis.start();
-    recovery.faultEnded();
     const missing = await pendingWithoutJob(services.db, services.schema, services.redis, services.prefix);
     await sleep(2000);
     const stats = await load.stop();

@@ -9,7 +9,6 @@ import { table } from '../../src/cli/render.js';
 import { ROOT } from '../helpers.js';
 import type { Oracle } from './harness.js';
 
-
 export interface FaultRow {
   scenario: string;
   /** Events that happened (orders committed). */
@@ -73,9 +72,10 @@ export function rowFrom(scenario: string, oracle: Oracle, recoveryMs: number | n
 
 export function renderRows(rows: FaultRow[]): string {
   const plain = new Chalk({ level: 0 });
+  const ordered = [...rows].sort((a, b) => a.scenario.localeCompare(b.scenario, 'en', { numeric: true }));
   return table(
     ['scenario', 'events', 'owed', 'done', 'lost', 'dup runs', 'recovery', 'notes'],
-    rows.map((r) => [
+    ordered.map((r) => [
       r.scenario,
       r.events,
       r.owed,
