@@ -49,8 +49,8 @@ describe('scenario 1: kill -9 of worker processes under load', () => {
       schema: services.schema,
       worker: FAST_WORKER,
     };
-    // Latencies of 15-75 ms: enough jobs in flight at each kill to matter.
-    const options = effectOptions(appSchema, { latencyScale: 0.5 });
+    // Latencies of 60-300 ms, as third-party calls take: dozens of jobs in flight at each kill.
+    const options = effectOptions(appSchema, { latencyScale: 2 });
     config = writeConfig(processConfig, options);
     supervisor = new Supervisor({ config: config.path, processes: 2 });
     await supervisor.start();
