@@ -125,9 +125,11 @@ export function createTaskFunction(
       const err = error instanceof Error ? error : new Error(String(error));
       const final = attempt >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
       await ledger.recordFailure({ id: row.id, attempts: attempt, error: err.message, final });
-      // Exactly once per job: the attempt that reaches the threshold.
-      if (attempt === poisonThreshold) {
-        taskLog.error({ err, poisonThreshold }, 'poison pill: attempts reached the threshold');
+      // Exactly once per job: the attempt that reaches the threshold, or the last one when the job
+      // fails for good before it (fewer attempts than the threshold, or an UnrecoverableError), which
+      // would otherwise fail silently.
+      if (attempt === poisonThreshold || (final && attempt < poisonThreshold)) {
+        taskLog.error({ err, poisonThreshold, final }, 'poison pill: attempts reached the threshold');
         hooks.onPoison?.(job, effect, err);
       } else {
         taskLog.warn({ err: { message: err.message }, final }, final ? 'failed for good' : 'failed; will retry');

@@ -52,11 +52,12 @@ describe('scenario 6: the alert webhook down', () => {
       database: services.databaseUrl,
       prefix: services.prefix,
       schema: services.schema,
-      poison: { threshold: 2 },
+      // Above the effects' attempts: each poison job is reported at its last attempt.
+      poison: { threshold: 5 },
       alerts: { webhook: webhook.url },
       worker: FAST_WORKER,
     };
-    // Every 4th order's loyalty effect is a poison pill: threshold 2, failed for good at 3.
+    // Every 4th order's loyalty effect is a poison pill, failed for good at its 3rd attempt.
     const options = effectOptions(appSchema, { buggyEvery: 4, attempts: 3, failureRate: 0 });
     config = writeConfig(processConfig, options);
     supervisor = new Supervisor({ config: config.path });
