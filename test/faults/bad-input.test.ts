@@ -4,7 +4,7 @@ import { Queue, Worker } from 'bullmq';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, runCli, setupServices, type TestServices } from '../helpers.js';
-import { argvArbitrary, hostileConfigFiles, runInProcess, STACK_FRAME, type CapturedRun } from './cli-fuzz.js';
+import { argvArbitrary, hostileConfigFiles, removeHostileConfigFiles, runInProcess, STACK_FRAME, type CapturedRun } from './cli-fuzz.js';
 import {
   createAppTables,
   createEmitter,
@@ -77,6 +77,7 @@ describe('scenario 7: bad input', () => {
   });
 
   afterAll(async () => {
+    removeHostileConfigFiles();
     await supervisor?.stop();
     await effects?.close();
     await services?.db.raw('drop schema if exists ?? cascade', [appSchema]);

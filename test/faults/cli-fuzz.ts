@@ -3,7 +3,7 @@
  * arbitraries of argument lists mixing real flags with hostile values, and an in-process runner
  * that captures what `run(argv)` prints.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Command, Option } from 'commander';
@@ -37,9 +37,16 @@ export function commandShapes(): { global: CommandShape['options']; commands: Co
   return { global: program.options.map(optionShape), commands };
 }
 
-/** Config files a hostile --config may point at. */
+const HOSTILE_DIR = path.join(os.tmpdir(), `effects-fuzz-${process.pid}`);
+
+/** Removes the files hostileConfigFiles() wrote. */
+export function removeHostileConfigFiles(): void {
+  rmSync(HOSTILE_DIR, { recursive: true, force: true });
+}
+
+/** Config files a hostile --config may point at (in a temporary folder: removeHostileConfigFiles()). */
 export function hostileConfigFiles(): string[] {
-  const dir = path.join(os.tmpdir(), `effects-fuzz-${process.pid}`);
+  const dir = HOSTILE_DIR;
   mkdirSync(dir, { recursive: true });
   const files: Record<string, string> = {
     'throws.mjs': 'throw new Error("config exploded at load time");\n',
