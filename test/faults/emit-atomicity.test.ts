@@ -3,7 +3,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROOT, setupServices, type TestServices } from '../helpers.js';
+import { ROOT, setupServices } from '../helpers.js';
 import { startPrivateRedis, type PrivateRedis } from '../servers.js';
 import {
   createAppTables,
@@ -22,7 +22,6 @@ import {
   Supervisor,
   waitForSettled,
   writeConfig,
-  type FaultConfig,
   type ProcessConfig,
 } from './harness.js';
 
