@@ -129,7 +129,8 @@ export function createTaskFunction(
       // fails for good before it (fewer attempts than the threshold, or an UnrecoverableError), which
       // would otherwise fail silently.
       if (attempt === poisonThreshold || (final && attempt < poisonThreshold)) {
-        taskLog.error({ err, poisonThreshold, final }, 'poison pill: attempts reached the threshold');
+        const why = attempt === poisonThreshold ? 'attempts reached the threshold' : 'failed for good before the threshold';
+        taskLog.error({ err, poisonThreshold, final }, `poison pill: ${why}`);
         hooks.onPoison?.(job, effect, err);
       } else {
         taskLog.warn({ err: { message: err.message }, final }, final ? 'failed for good' : 'failed; will retry');
