@@ -110,7 +110,7 @@ describe('resolveSettings: flag > environment > file > default', () => {
       poisonThreshold: 5,
       effects: [],
     });
-    expect(settings.worker).toEqual({ shutdownTimeoutMs: 30_000, lockDurationMs: 30_000, stalledIntervalMs: 30_000 });
+    expect(settings.worker).toEqual({ shutdownTimeoutMs: 30_000, lockDurationMs: 30_000, stalledIntervalMs: 30_000, preparedStatements: true });
   });
 
   it('the config file beats the defaults', () => {
@@ -156,14 +156,14 @@ describe('resolveSettings: flag > environment > file > default', () => {
   it('turns the config durations and effect options into milliseconds and defaults', () => {
     const settings = resolveSettings(
       validateConfig({
-        worker: { shutdownTimeout: '5s', lockDuration: 1000 },
+        worker: { shutdownTimeout: '5s', lockDuration: 1000, preparedStatements: false },
         scheduler: { every: '10m' },
         effects: [{ name: 'a', on: ['x', 'y'], run, rateLimit: { max: 50, per: '1m' }, backoff: 'fixed' }],
       }),
       {},
       {},
     );
-    expect(settings.worker).toEqual({ shutdownTimeoutMs: 5000, lockDurationMs: 1000, stalledIntervalMs: 30_000 });
+    expect(settings.worker).toEqual({ shutdownTimeoutMs: 5000, lockDurationMs: 1000, stalledIntervalMs: 30_000, preparedStatements: false });
     expect(settings.scheduler.everyMs).toBe(600_000);
     expect(settings.effects[0]).toMatchObject({
       events: ['x', 'y'],

@@ -1,3 +1,4 @@
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
@@ -102,3 +103,41 @@ describe('emit → worker → done', () => {
     expect(await services.db.withSchema(services.schema).table('ledger').where({ event: 'order_refunded' })).toEqual([]);
   });
 });
+
+describe('worker.preparedStatements: false (behind a pooler in transaction mode)', () => {
+  let services: TestServices;
+
+  afterAll(async () => {
+    await services?.cleanup();
+  });
+
+  it('checks and marks rows done with plain statements, and skips a row already done', async () => {
+    services = await setupServices('emit-worker-unprepared');
+    await services.migrate();
+    const runs: string[] = [];
+    const definitions = [defineEffect({ name: 'stamp', on: 'order_placed', run: (task) => void runs.push(task.id) })];
+    const config = { effects: definitions, worker: { preparedStatements: false } };
+    const settings = services.settings(config);
+    const effects = createEffects(config, {
+      flags: { redis: settings.redisUrl, db: settings.databaseUrl, prefix: services.prefix, schema: services.schema },
+    });
+    const worker = await startWorker(services.runtime(config));
+    const ledger = () => services.db.withSchema(services.schema).table('ledger').where({ event_id: 'unprepared' });
+    try {
+      const { ledgerIds } = await effects.emit('order_placed', 'unprepared');
+      await waitFor(async () => (await ledger()).every((r) => r.status === 'done'));
+      expect(runs).toEqual(['unprepared']);
+
+      // The same job again (a replayed duplicate, say): the check finds the row done and skips it.
+      const queue = new Queue('stamp', { connection: services.redis, prefix: services.prefix });
+      await queue.add('order_placed', { event: 'order_placed', id: 'unprepared' }, { jobId: `again-${ledgerIds[0]}` });
+      await waitFor(async () => (await queue.getCompletedCount()) === 2);
+      expect(runs).toEqual(['unprepared']);
+      await queue.close();
+    } finally {
+      await worker.close({ timeoutMs: 5000 });
+      await effects.close();
+    }
+  });
+});
+

@@ -65,6 +65,7 @@ const configSchema = z.strictObject({
       lockDuration: z.number().int().positive().optional(),
       stalledInterval: z.number().int().positive().optional(),
       startupJitter: durationLike.optional(),
+      preparedStatements: z.boolean().optional(),
     })
     .optional(),
   scheduler: z

@@ -57,6 +57,7 @@ export interface Settings {
     stalledIntervalMs: number;
     /** Random delay bound before a worker takes jobs; undefined when not configured. */
     startupJitterMs?: number;
+    preparedStatements: boolean;
   };
   scheduler: { everyMs: number; lookbackMs: number };
   retention: { completedAgeMs: number; failedAgeMs: number };
@@ -116,6 +117,7 @@ export function resolveSettings(
         config?.worker?.startupJitter === undefined
           ? undefined
           : toMs(config.worker.startupJitter, 0, 'worker.startupJitter'),
+      preparedStatements: config?.worker?.preparedStatements ?? true,
     },
     scheduler: {
       everyMs: toMs(config?.scheduler?.every, DEFAULTS.schedulerEveryMs, 'scheduler.every'),

@@ -90,6 +90,12 @@ export interface EffectsConfig {
      * not move in step (`90s`-style duration or ms). @defaultValue `2s` for `effects worker`, 0 for startWorker
      */
     startupJitter?: string | number;
+    /**
+     * The worker's ledger check and done-mark as a named prepared statement. Set false behind a
+     * pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).
+     * @defaultValue true
+     */
+    preparedStatements?: boolean;
   };
   scheduler?: {
     /** How often the fan-out rebuild runs. @defaultValue `1h` */

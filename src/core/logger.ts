@@ -39,7 +39,12 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
       transport: { target: 'pino-pretty', options: { colorize: !process.env.NO_COLOR, translateTime: 'HH:MM:ss.l' } },
     });
   }
-  return settings.destination ? pino(options, settings.destination) : pino(options);
+  if (settings.destination) return pino(options, settings.destination);
+  // Asynchronous writes to stdout: lines that arrive while a write is in flight go out together in
+  // the next one, instead of one blocking write per line (3 lines per job cost a busy worker about
+  // a tenth of its time). An idle process still writes each line at once, and pino flushes what is
+  // left when the process exits.
+  return pino(options, pino.destination({ dest: 1, sync: false }));
 }
 
 /** A logger that drops everything: the default for library use until the app passes its own. */

@@ -105,35 +105,6 @@ export class Ledger {
       .update({ status: 'done', finished_at: this.db.fn.now(), updated_at: this.db.fn.now(), last_error: null });
   }
 
-  /**
-   * The worker's hot path in one round trip: marks `doneIds` done (as `markDone`) and reads the rows
-   * of `findIds`. One statement instead of two halves the round trips and commits per job, which is
-   * what bounds worker throughput. The read sees the table as it was before this statement's update,
-   * which is what a separate earlier select would have seen.
-   */
-  async markDoneAndFind(doneIds: readonly string[], findIds: readonly string[]): Promise<Map<string, LedgerCheck>> {
-    const found = new Map<string, LedgerCheck>();
-    if (doneIds.length === 0 && findIds.length === 0) return found;
-    // Constant SQL text whatever the batch sizes (arrays, not `in (?, ?, ...)`), so the server's
-    // parse work stays small and alike. Only the columns the check needs: parsing the timestamps and
-    // errors of every row cost the worker measurable time per job.
-    const result = await this.db.raw(
-      `with done as (
-         update ??.ledger
-            set status = 'done', finished_at = now(), updated_at = now(), last_error = null
-          where id = any(?::bigint[]) and status in ('pending', 'failed')
-          returning id)
-       select id, event, event_id, effect, status from ??.ledger where id = any(?::bigint[])`,
-      [this.schema, [...doneIds], this.schema, [...findIds]],
-    );
-    type Found = Pick<DbLedgerRow, 'id' | 'event' | 'event_id' | 'effect' | 'status'>;
-    for (const row of result.rows as Found[]) {
-      const id = String(row.id);
-      found.set(id, { id, event: row.event, eventId: row.event_id, effect: row.effect, status: row.status });
-    }
-    return found;
-  }
-
   /** Records failed attempts in one statement; a final failure turns the row `failed`. */
   async recordFailures(records: readonly FailureRecord[]): Promise<void> {
     if (records.length === 0) return;

@@ -1,4 +1,5 @@
 import DataLoader from 'dataloader';
+import type { LedgerHotPath } from '../ledger/hot-path.js';
 import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
 import type { Logger } from '../core/logger.js';
@@ -20,7 +21,7 @@ interface Waiter<T> {
 /**
  * The worker's ledger traffic, batched. Every job in flight asks for its row before it runs and
  * reports "done" after; both kinds of request go out together as one statement
- * (`Ledger.markDoneAndFind`). While a statement is in flight, new requests wait and join the next
+ * (`LedgerHotPath.markDoneAndFind`). While a statement is in flight, new requests wait and join the next
  * one, so the batch grows with the load instead of the number of statements: a round trip to
  * PostgreSQL costs far more than one more id in it. A job's done-mark is committed before its
  * promise resolves, so BullMQ completes a job only after the ledger says done.
@@ -35,7 +36,8 @@ export class LedgerBatcher {
   private readonly failures: DataLoader<FailureRecord, true>;
 
   constructor(
-    private readonly ledger: Ledger,
+    ledger: Ledger,
+    private readonly hotPath: LedgerHotPath,
     private readonly log: Logger,
   ) {
     this.failures = new DataLoader(
@@ -57,6 +59,11 @@ export class LedgerBatcher {
 
   recordFailure(record: FailureRecord): Promise<true> {
     return this.failures.load(record);
+  }
+
+  /** Closes the hot path's connection; call once no job is left to ask. */
+  close(): Promise<void> {
+    return this.hotPath.close();
   }
 
   private enqueue<T>(queue: Map<string, Waiter<T>[]>, id: string): Promise<T> {
@@ -85,7 +92,7 @@ export class LedgerBatcher {
     this.inFlight += 1;
     try {
       const found = await withDbRetry(
-        () => this.ledger.markDoneAndFind([...doneMarks.keys()], [...reads.keys()]),
+        () => this.hotPath.markDoneAndFind([...doneMarks.keys()], [...reads.keys()]),
         this.log,
         'read and done-mark',
       );

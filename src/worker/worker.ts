@@ -5,6 +5,7 @@ import type { PoisonAlerterOptions } from '../alerts/webhook.js';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
+import { LedgerHotPath } from '../ledger/hot-path.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { rowIdFromJobId } from '../queue/keys.js';
 import { LedgerBatcher } from './ledger-batcher.js';
@@ -50,7 +51,9 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   await assertMigrated(runtime.db, runtime.settings.schema);
 
   const log = runtime.logger;
-  const batcher = new LedgerBatcher(runtime.ledger, log);
+  const { databaseUrl, schema, worker: workerSettings } = runtime.settings;
+  const hotPath = new LedgerHotPath(databaseUrl, schema, { preparedStatements: workerSettings.preparedStatements });
+  const batcher = new LedgerBatcher(runtime.ledger, hotPath, log);
   const metrics = createMetrics(runtime, effects.map((e) => e.name));
   const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
 
@@ -163,6 +166,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         // stalled check picks them up once the locks expire.
         await Promise.all(workers.map((w) => w.close(true)));
         metricsServer?.close();
+        await batcher.close();
         await alerts.close({ timeoutMs: Math.min(5000, timeoutMs) });
         await runtime.close();
         return { drained };
