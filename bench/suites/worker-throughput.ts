@@ -254,7 +254,7 @@ export const suite: Suite = {
           `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at warn [${perRun('effects-quiet')}]`,
         `paired ratio (median over rounds of effects/raw within the round): ${round(paired, 3)}`,
         'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
-        'same Redis, prefix, concurrency and job options on both sides; effects logs 3 info lines per job to /dev/null (sync pino), raw logs nothing',
+        'same Redis, prefix, concurrency and job options on both sides; effects logs 3 info lines per job to /dev/null (asynchronous pino writes, as the CLI), raw logs nothing',
       ],
     };
   },
