@@ -168,6 +168,17 @@ describe('effects CLI as a process', () => {
     }
   });
 
+  it('exits 2 on a database setting that is not a PostgreSQL URL, naming the setting', async () => {
+    for (const args of [['migrate', '--db', 'localhost'], ['status', '--json', '--db', `pg:${PASSWORD}@db`]]) {
+      const result = await runCli([...args, '--redis', REDIS_URL], { cwd: emptyDir });
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain('Not a PostgreSQL URL');
+      expect(result.stderr).toContain('Check --db, EFFECTS_DATABASE_URL');
+      expect(result.stdout).toBe('');
+      expect(result.stderr).not.toContain(PASSWORD);
+    }
+  });
+
   it('status --json reports queues made by plain BullMQ, with no config file', async () => {
     const conn = { connection: services.redis, prefix: services.prefix };
     const orders = new Queue('plain-orders', conn);

@@ -5,15 +5,22 @@ export function redactUrl(url: string | undefined): string {
   if (!url) return '';
   try {
     const parsed = new URL(url);
+    // "pg:secret@db" parses with no host and the secret in its path: treat it as malformed.
+    if (!parsed.host && url.includes('@')) return maskUserInfo(url);
     if (parsed.password) parsed.password = '***';
     for (const key of [...parsed.searchParams.keys()]) {
       if (/pass|secret|token|key/i.test(key)) parsed.searchParams.set(key, '***');
     }
     return parsed.toString();
   } catch {
-    // Not a URL we can parse: strip anything that looks like user:password@.
-    return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+    return maskUserInfo(url);
   }
+}
+
+/** Not a URL we can parse: hide everything between the scheme and the last `@`, where credentials go. */
+function maskUserInfo(url: string): string {
+  if (!url.includes('@')) return url;
+  return url.replace(/^([a-z][a-z0-9+.-]*:(?:\/\/)?)?.*@/i, (_match, scheme: string | undefined) => `${scheme ?? ''}***@`);
 }
 
 /** Removes every occurrence of the given secrets from a text (an error message from a driver, say). */

@@ -69,7 +69,7 @@ export class Runtime {
   async assertReachable(needs: { redis?: boolean; db?: boolean }): Promise<void> {
     const checks: Promise<void>[] = [];
     if (needs.redis) checks.push(assertRedisReachable(this.redis, this.settings.redisUrl));
-    if (needs.db) checks.push(this.assertDbReachable());
+    if (needs.db) checks.push(this.assertDbReachable(this.db));
     const results = await Promise.allSettled(checks);
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failures.length) throw failures[0].reason;
@@ -77,15 +77,16 @@ export class Runtime {
 
   /** True when the ledger database answers; used where the ledger is optional (status). */
   async isDbReachable(): Promise<boolean> {
-    return this.assertDbReachable().then(
+    const db = this.db; // a malformed URL is bad input, not an unreachable server
+    return this.assertDbReachable(db).then(
       () => true,
       () => false,
     );
   }
 
-  private async assertDbReachable(): Promise<void> {
+  private async assertDbReachable(db = this.db): Promise<void> {
     try {
-      await this.db.raw('select 1');
+      await db.raw('select 1');
     } catch (error) {
       const reason = scrubSecrets((error as Error).message || (error as Error).name, [this.settings.databaseUrl]);
       throw new ConnectionError(
