@@ -255,3 +255,35 @@ describe('poison list / poison show', () => {
     });
   });
 });
+
+describe('poison list with jobs that carry large data', () => {
+  let services: TestServices;
+
+  afterAll(async () => {
+    await services?.cleanup();
+  });
+
+  it('cuts data over 2000 characters in the list and says so; poison show has all of it', async () => {
+    services = await setupServices('poison-big-data');
+    const rows = Array.from({ length: 500 }, (_, n) => ({ sku: `SKU-${n}`, qty: n }));
+    const [bigId, smallId] = await settleJobs(
+      services.prefix,
+      'imports',
+      [{ name: 'import', data: { rows } }, { name: 'import', data: { rows: rows.slice(0, 2) } }],
+      () => new Error('row 17 rejected'),
+      { attempts: 5 },
+    );
+    const runtime = services.runtime();
+    const { jobs } = await listPoison(runtime, {});
+    const big = jobs.find((j) => j.id === bigId)!;
+    expect(big.dataTruncated).toBe(true);
+    expect(typeof big.data).toBe('string');
+    expect((big.data as string).length).toBeLessThan(2010);
+    expect(big.data as string).toMatch(/^\{"rows":\[\{"sku":"SKU-0"/);
+    const small = jobs.find((j) => j.id === smallId)!;
+    expect(small.data).toEqual({ rows: rows.slice(0, 2) });
+    expect(small).not.toHaveProperty('dataTruncated');
+
+    expect((await showPoison(runtime, 'imports', bigId)).data).toEqual({ rows });
+  });
+});

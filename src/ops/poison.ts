@@ -29,7 +29,10 @@ export interface PoisonJob {
   queue: string;
   id: string;
   name: string;
+  /** The job's data; over `MAX_LISTED_DATA` characters of JSON, its first ones as a string instead. */
   data: unknown;
+  /** Present (true) when `data` was cut; `poison show` has all of it. */
+  dataTruncated?: true;
   attemptsMade: number;
   failedReason: string | null;
   state: ScannedSet;
@@ -174,12 +177,20 @@ export function parseJobData(raw: string): unknown {
   }
 }
 
+/**
+ * Longest job data a list shows. Thin tasks are a few dozen characters; a job written by other code
+ * can carry megabytes, and a list of a few hundred such jobs should not flood a terminal or a pipe.
+ */
+export const MAX_LISTED_DATA = 2000;
+
 function toPoisonJob(job: MatchedJob): PoisonJob {
+  const truncated = job.rawData.length > MAX_LISTED_DATA;
   return {
     queue: job.queue,
     id: job.id,
     name: job.name,
-    data: parseJobData(job.rawData),
+    data: truncated ? `${job.rawData.slice(0, MAX_LISTED_DATA)}...` : parseJobData(job.rawData),
+    ...(truncated ? { dataTruncated: true as const } : {}),
     attemptsMade: job.attemptsMade,
     failedReason: job.failedReason,
     state: job.state,

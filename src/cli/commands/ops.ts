@@ -10,7 +10,14 @@ import { table } from '../render.js';
 export function registerOps(program: Command): void {
   const ops = program
     .command('ops')
-    .description('the audit trail: who replayed, discarded, rebuilt, paused, resumed or ramped what, and when');
+    .description('the audit trail: who replayed, discarded, rebuilt, paused, resumed or ramped what, and when')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  $ effects ops list --since 1d
+  $ effects ops show 3f2a9c`,
+    );
 
   ops
     .command('list')
