@@ -104,7 +104,14 @@ describe('effects pause / resume / ramp (CLI)', () => {
     const second = JSON.parse(replaced.stdout);
     expect(second.replaced).toBe(started.ramp.plan.id);
 
-    const [status, text] = await Promise.all([cli('ramp', 'status', '--json'), cli('ramp', 'status')]);
+    const [status, text, overall, overallText] = await Promise.all([
+      cli('ramp', 'status', '--json'),
+      cli('ramp', 'status'),
+      cli('status', '--json'),
+      cli('status'),
+    ]);
+    expect(JSON.parse(overall.stdout).ramp).toMatchObject({ holding: null, queues: [{ name: 'cli-b', to: 8 }] });
+    expect(overallText.stdout).toMatch(/ramp \d+%, ends in \d+s \(cli-b [\d.]+\/8 per s\); details: effects ramp status/);
     expect(status.code).toBe(0);
     const shown = JSON.parse(status.stdout);
     expect(shown).toMatchObject({ active: true, plan: { id: second.ramp.plan.id, from: 2, curve: 'linear' }, holding: null });
@@ -123,6 +130,7 @@ describe('effects pause / resume / ramp (CLI)', () => {
     expect(JSON.parse(nothing.stdout)).toMatchObject({ cancelled: false });
     const after = JSON.parse((await cli('ramp', 'status', '--json')).stdout);
     expect(after).toMatchObject({ active: false, plan: { outcome: 'cancelled' } });
+    expect(JSON.parse((await cli('status', '--json')).stdout).ramp).toBeNull();
   });
 
   it('waits for a ramp to the configured limit and ends with the configured limits in force', async () => {

@@ -1,6 +1,7 @@
 import type { Runtime } from '../core/runtime.js';
 import type { EffectCounts } from '../ledger/ledger.js';
 import { listOperations, type OperationView } from './audit.js';
+import { getRampStatus } from './ramp.js';
 import { discoverQueues } from '../queue/discover.js';
 import { redisKeys } from '../queue/keys.js';
 import { countPoison } from '../queue/poison-scan.js';
@@ -28,6 +29,19 @@ export interface StatusReport {
   ledger: EffectCounts[] | null;
   /** The last operator actions (audit trail), newest first; null when the database cannot be read. */
   recentOperations: OperationView[] | null;
+  /** The ramp in progress (`effects ramp status` has the details), or null when none runs. */
+  ramp: RampSummary | null;
+}
+
+export interface RampSummary {
+  /** 0..1 of the plan's length, not counting time held. */
+  progress: number;
+  endsAt: number;
+  etaMs: number;
+  /** Why it is not rising, while it holds. */
+  holding: { since: number; reason: string } | null;
+  /** Each ramped queue's jobs per second now, and at the end of its ramp. */
+  queues: Array<{ name: string; rate: number; to: number }>;
 }
 
 /** How many operations `status` shows. */
@@ -46,7 +60,19 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
         listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
       ])
     : [null, null];
-  return { queues, ledger, recentOperations };
+  return { queues, ledger, recentOperations, ramp: await rampSummary(runtime, now) };
+}
+
+async function rampSummary(runtime: Runtime, now: number): Promise<RampSummary | null> {
+  const ramp = await getRampStatus(runtime, { now });
+  if (!ramp.active || ramp.endsAt === null || ramp.etaMs === null) return null;
+  return {
+    progress: ramp.progress,
+    endsAt: ramp.endsAt,
+    etaMs: ramp.etaMs,
+    holding: ramp.holding,
+    queues: ramp.queues.map((q) => ({ name: q.name, rate: q.rate, to: q.to })),
+  };
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
-import { getStatus, type StatusReport } from '../../ops/status.js';
+import { getStatus, type RampSummary, type StatusReport } from '../../ops/status.js';
 import { CommandContext } from '../context.js';
 import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
 import { renderOperations } from './ops.js';
+import { formatDuration } from '../../core/duration.js';
 
 export function registerStatus(program: Command): void {
   program
@@ -52,6 +53,7 @@ function render(report: StatusReport, ctx: CommandContext): string {
   const operations = report.recentOperations?.length
     ? `${chalk.bold('recent operations')}\n${renderOperations(report.recentOperations, chalk)}`
     : '';
+  const ramp = report.ramp ? renderRamp(report.ramp, chalk) : '';
   if (report.queues.length === 0) {
     const none = `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
     return [none, operations].filter(Boolean).join('\n\n');
@@ -84,5 +86,13 @@ function render(report: StatusReport, ctx: CommandContext): string {
         chalk,
       )
     : chalk.dim('ledger: database not reachable or not migrated');
-  return [queues, ledger, operations].filter(Boolean).join('\n\n');
+  return [queues, ramp, ledger, operations].filter(Boolean).join('\n\n');
 }
+
+function renderRamp(ramp: RampSummary, chalk: CommandContext['chalk']): string {
+  const rates = ramp.queues.map((q) => `${q.name} ${formatRate(q.rate)}/${formatRate(q.to)} per s`).join(', ');
+  const state = ramp.holding ? chalk.yellow(`holding: ${ramp.holding.reason}`) : `ends in ${formatDuration(ramp.etaMs)}`;
+  return `${chalk.bold('ramp')} ${Math.round(ramp.progress * 100)}%, ${state} (${rates}); details: effects ramp status`;
+}
+
+const formatRate = (rate: number) => (rate >= 10 || Number.isInteger(rate) ? String(Math.round(rate)) : rate.toFixed(1));
