@@ -1,3 +1,5 @@
+import { sleep } from './sleep.js';
+
 /**
  * The pace of every `--rate` (replay, rebuild): a token bucket that refills at `ratePerSecond`.
  * `take(n)` may overdraw the bucket and then waits until the debt is paid back, so a caller can take
@@ -63,17 +65,4 @@ export class TokenBucket {
 export function chunkSizeForRate(ratePerSecond: number | undefined, max: number): number {
   if (!ratePerSecond) return max;
   return Math.max(1, Math.min(max, Math.floor(ratePerSecond / 20)));
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (ms <= 0 || signal?.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

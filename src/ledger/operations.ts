@@ -15,30 +15,12 @@ export interface OperationRecord {
   finishedAt: Date | null;
 }
 
-interface DbOperation {
-  id: string;
-  command: string;
-  actor: string;
-  reason: string | null;
-  filter: Record<string, unknown>;
-  counts: Record<string, number>;
-  outcome: OperationOutcome;
-  error: string | null;
-  started_at: Date;
-  finished_at: Date | null;
-}
+type DbOperation = Omit<OperationRecord, 'startedAt' | 'finishedAt'> & { started_at: Date; finished_at: Date | null };
 
-const fromDb = (r: DbOperation): OperationRecord => ({
-  id: r.id,
-  command: r.command,
-  actor: r.actor,
-  reason: r.reason,
-  filter: r.filter,
-  counts: r.counts,
-  outcome: r.outcome,
-  error: r.error,
-  startedAt: r.started_at,
-  finishedAt: r.finished_at,
+const fromDb = ({ started_at, finished_at, ...rest }: DbOperation): OperationRecord => ({
+  ...rest,
+  startedAt: started_at,
+  finishedAt: finished_at,
 });
 
 /** Every SQL statement on the operations (audit) table. */

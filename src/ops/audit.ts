@@ -56,28 +56,10 @@ export async function audited<T extends object>(
 }
 
 /** An operation record as the operator API and `--json` give it: times in epoch ms. */
-export interface OperationView {
-  id: string;
-  command: string;
-  actor: string;
-  reason: string | null;
-  filter: Record<string, unknown>;
-  counts: Record<string, number>;
-  outcome: OperationRecord['outcome'];
-  error: string | null;
-  startedAt: number;
-  finishedAt: number | null;
-}
+export type OperationView = Omit<OperationRecord, 'startedAt' | 'finishedAt'> & { startedAt: number; finishedAt: number | null };
 
 export const operationView = (r: OperationRecord): OperationView => ({
-  id: r.id,
-  command: r.command,
-  actor: r.actor,
-  reason: r.reason,
-  filter: r.filter,
-  counts: r.counts,
-  outcome: r.outcome,
-  error: r.error,
+  ...r,
   startedAt: r.startedAt.getTime(),
   finishedAt: r.finishedAt ? r.finishedAt.getTime() : null,
 });

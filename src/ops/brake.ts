@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { redisKeys } from '../queue/keys.js';
 import { errorFingerprint } from './fingerprint.js';
+import { sleep } from '../core/sleep.js';
 
 /**
  * The replay brake. Replaying a failure whose cause is not fixed pushes the whole bug back through
@@ -191,17 +192,4 @@ export class Brake {
     this.topError = [...errors].sort((a, b) => b[1] - a[1])[0]?.[0] ?? null;
     return brakeVerdict(counts, this.threshold);
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
