@@ -105,13 +105,21 @@ async function main() {
   const poison = cli('poison', 'list', '--by-error', '--limit', '5');
   if (poison.status !== 0) say('(poison list is not available in this build)');
 
+  const sample = spawnSync(process.execPath, [BIN, 'poison', 'list', '--json', '--limit', '1', '--config', CONFIG], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  const pill = sample.status === 0 ? (JSON.parse(sample.stdout) as { jobs: Array<{ queue: string; id: string }> }).jobs[0] : undefined;
+
   say('\nStopping the processes with SIGTERM (graceful shutdown)');
   await stopProcess(worker, 'worker');
   await stopProcess(scheduler, 'scheduler');
   await effects.close();
   await db.destroy();
   redis.disconnect();
-  say('\nDone. Try: npx effects poison show sync-loyalty-points <job id> --config examples/orders/effects.config.ts');
+  say(
+    `\nDone. Try: npx effects poison show ${pill ? `${pill.queue} ${pill.id}` : 'sync-loyalty-points <job id>'} --config examples/orders/effects.config.ts`,
+  );
 }
 
 main().catch((error) => {
