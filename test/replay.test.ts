@@ -12,6 +12,7 @@ import { listOperations } from '../src/ops/audit.js';
 import { replay } from '../src/ops/replay.js';
 import { redisKeys } from '../src/queue/keys.js';
 import { pushRows } from '../src/queue/push.js';
+import { trimReplayCounts } from '../src/queue/replay-counts.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { settleJobs, tieFailedScores } from './failed-jobs.js';
 import { DATABASE_URL, REDIS_URL, ROOT, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
@@ -88,6 +89,17 @@ describe('replay', () => {
     expect(operation).toMatchObject({ id: result.operationId, actor: 'alice', reason: 'CRM is back', outcome: 'ok' });
     expect(operation.counts).toMatchObject({ matched: 3, replayed: 3, skipped: 0 });
     expect(operation.filter).toMatchObject({ queues: ['notify-crm'] });
+  });
+
+  it('drops the replay counts of jobs that no longer exist (the scheduler does, after its rebuild)', async () => {
+    const before = await replays('notify-crm');
+    const [gone, ...kept] = Object.keys(before);
+    expect(kept.length).toBeGreaterThan(0);
+    // As BullMQ's retention removes a completed job.
+    await services.redis.del(redisKeys(services.prefix).job('notify-crm', gone));
+    expect(await trimReplayCounts(services.redis, services.prefix, ['notify-crm', 'no-such-queue'])).toBe(1);
+    expect(Object.keys(await replays('notify-crm')).sort()).toEqual(kept.sort());
+    expect(await trimReplayCounts(services.redis, services.prefix, ['notify-crm'])).toBe(0);
   });
 
   it('stops at the brake when most of the first replayed jobs fail again, and says what it saw', async () => {

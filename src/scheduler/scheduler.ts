@@ -3,6 +3,8 @@ import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { SCHEDULER_QUEUE } from '../queue/keys.js';
 import { rebuild, type RebuildResult } from '../ops/rebuild.js';
+import { listQueues } from '../ops/status.js';
+import { trimReplayCounts } from '../queue/replay-counts.js';
 import { startRampTicker } from '../ramp/ticker.js';
 
 export interface SchedulerOptions {
@@ -60,7 +62,9 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false });
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
       options.onRebuild?.(result);
-      return result;
+      const replayCountsDropped = await trimReplayCounts(runtime.redis, runtime.settings.prefix, await listQueues(runtime));
+      if (replayCountsDropped) log.info({ replayCountsDropped }, 'replay counts of jobs that no longer exist dropped');
+      return { ...result, replayCountsDropped };
     },
     { connection: runtime.redis, prefix: runtime.settings.prefix, concurrency: 1 },
   );
