@@ -62,7 +62,13 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false });
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
       options.onRebuild?.(result);
-      const replayCountsDropped = await trimReplayCounts(runtime.redis, runtime.settings.prefix, await listQueues(runtime));
+      // Housekeeping after the rebuild; a failure here is not a failed rebuild, and the next period retries.
+      const replayCountsDropped = await trimReplayCounts(runtime.redis, runtime.settings.prefix, await listQueues(runtime)).catch(
+        (error: Error) => {
+          log.warn({ err: { message: error.message } }, 'cannot drop stale replay counts; retrying next period');
+          return 0;
+        },
+      );
       if (replayCountsDropped) log.info({ replayCountsDropped }, 'replay counts of jobs that no longer exist dropped');
       return { ...result, replayCountsDropped };
     },
