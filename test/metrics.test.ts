@@ -88,6 +88,17 @@ describe('worker metrics', () => {
     expect(text).toContain('# HELP effects_jobs_total');
   });
 
+  it('answers /healthz with 200 while a worker waits out its start-up jitter', async () => {
+    const waiting = await startWorker(services.runtime({ effects: definitions }), { metricsPort: 0, startupJitterMs: 600_000 });
+    try {
+      expect(waiting.workers.every((w) => !w.isRunning())).toBe(true);
+      const health = await fetch(`http://127.0.0.1:${(waiting.metricsServer!.address() as AddressInfo).port}/healthz`);
+      expect(health.status).toBe(200);
+    } finally {
+      await waiting.close({ timeoutMs: 1000 });
+    }
+  });
+
   it('answers /healthz with 200 while the worker runs, and 404 elsewhere', async () => {
     const health = await fetch(`${base}/healthz`);
     expect(health.status).toBe(200);

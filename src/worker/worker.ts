@@ -120,7 +120,9 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   // every downstream service, in the same instant.
   const jitterMs = options.startupJitterMs ?? runtime.settings.worker.startupJitterMs ?? 0;
   const startDelayMs = Math.round(Math.random() * jitterMs);
+  let started = false;
   const startTimer = setTimeout(() => {
+    started = true;
     if (!closing) for (const worker of workers) void worker.run();
   }, startDelayMs);
   await Promise.all(workers.map((w) => w.waitUntilReady()));
@@ -133,7 +135,8 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     options.metricsPort === undefined
       ? undefined
       : await serveMetrics(metrics, options.metricsPort, () =>
-          workers.every((w) => w.isRunning()) && runtime.redis.status === 'ready',
+          // Waiting out its start-up jitter is healthy: a liveness probe must not restart it for that.
+          runtime.redis.status === 'ready' && (!started || workers.every((w) => w.isRunning())),
         );
 
   return {
