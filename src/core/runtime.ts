@@ -84,7 +84,7 @@ export class Runtime {
     );
   }
 
-  private async assertDbReachable(db = this.db): Promise<void> {
+  private async assertDbReachable(db: Knex): Promise<void> {
     try {
       await db.raw('select 1');
     } catch (error) {
