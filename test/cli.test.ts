@@ -121,6 +121,17 @@ describe('effects CLI as a process', () => {
     expect(timeout.stderr).toContain('expected a duration like 90s, 15m, 2h or 3d');
   });
 
+  it('exits 2 when an option that needs a value is given another option instead (--actor --json)', async () => {
+    const [actor, reason] = await Promise.all([
+      runCli(['migrate', '--actor', '--json'], { cwd: emptyDir }),
+      runCli(['replay', '--reason', '--yes', '--dry-run'], { cwd: emptyDir }),
+    ]);
+    expect(actor.code).toBe(2);
+    expect(actor.stderr).toContain('--actor needs a value, but got the option --json.');
+    expect(reason.code).toBe(2);
+    expect(reason.stderr).toContain('--reason needs a value, but got the option --yes.');
+  });
+
   it('exits 1 within 5 s on an unreachable Redis, with the URL minus password and a hint', async () => {
     const closedPort = await freePort();
     const silent = await silentServer();

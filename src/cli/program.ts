@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { UsageError } from '../core/errors.js';
 import { registerDiscard } from './commands/discard.js';
 import { registerMigrate } from './commands/migrate.js';
 import { registerOps } from './commands/ops.js';
@@ -48,6 +49,8 @@ Examples:
   $ effects rebuild --since 3h --dry-run`,
     );
 
+  program.hook('preAction', (_program, action) => refuseFlagsTakenAsValues(action));
+
   registerWorker(program, setExitCode);
   registerScheduler(program, setExitCode);
   registerStatus(program);
@@ -61,4 +64,30 @@ Examples:
   registerRamp(program);
   registerOps(program);
   return program;
+}
+
+/**
+ * commander gives an option that needs a value the next word whatever it is, so `--actor --json`
+ * means the actor "--json" and no JSON: a forgotten value would silently change what runs. A value
+ * that is one of the command's own flags is that mistake.
+ */
+function refuseFlagsTakenAsValues(action: Command): void {
+  const chain: Command[] = [];
+  for (let c: Command | null = action; c; c = c.parent) chain.push(c);
+  const options = chain.flatMap((c) => c.options as Option[]);
+  const flags = new Set(options.flatMap((o) => [o.long, o.short]).filter(Boolean));
+  for (const option of options) {
+    if (!option.required) continue;
+    const owner = chain.find((c) => (c.options as Option[]).includes(option))!;
+    if (owner.getOptionValueSource(option.attributeName()) !== 'cli') continue;
+    const value: unknown = owner.getOptionValue(option.attributeName());
+    const values = Array.isArray(value) ? value : [value];
+    const flag = values.find((v): v is string => typeof v === 'string' && flags.has(v.split('=')[0]));
+    if (flag) {
+      throw new UsageError(
+        `${option.long} needs a value, but got the option ${flag}.`,
+        `Give ${option.long} a value: ${option.flags}.`,
+      );
+    }
+  }
 }
