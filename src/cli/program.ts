@@ -74,20 +74,16 @@ Examples:
 function refuseFlagsTakenAsValues(action: Command): void {
   const chain: Command[] = [];
   for (let c: Command | null = action; c; c = c.parent) chain.push(c);
-  const options = chain.flatMap((c) => c.options as Option[]);
-  const flags = new Set(options.flatMap((o) => [o.long, o.short]).filter(Boolean));
-  for (const option of options) {
-    if (!option.required) continue;
-    const owner = chain.find((c) => (c.options as Option[]).includes(option))!;
-    if (owner.getOptionValueSource(option.attributeName()) !== 'cli') continue;
-    const value: unknown = owner.getOptionValue(option.attributeName());
-    const values = Array.isArray(value) ? value : [value];
-    const flag = values.find((v): v is string => typeof v === 'string' && flags.has(v.split('=')[0]));
-    if (flag) {
-      throw new UsageError(
-        `${option.long} needs a value, but got the option ${flag}.`,
-        `Give ${option.long} a value: ${option.flags}.`,
+  const flags = new Set(chain.flatMap((c) => c.options.flatMap((o) => [o.long, o.short])).filter(Boolean));
+  for (const command of chain) {
+    for (const option of command.options) {
+      const name = option.attributeName();
+      if (!option.required || command.getOptionValueSource(name) !== 'cli') continue;
+      const value: unknown = command.getOptionValue(name);
+      const flag = (Array.isArray(value) ? value : [value]).find(
+        (v): v is string => typeof v === 'string' && flags.has(v.split('=')[0]),
       );
+      if (flag) throw new UsageError(`${option.long} needs a value, but got the option ${flag}.`, `Give ${option.long} a value: ${option.flags}.`);
     }
   }
 }

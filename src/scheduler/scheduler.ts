@@ -63,12 +63,12 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
       options.onRebuild?.(result);
       // Housekeeping after the rebuild; a failure here is not a failed rebuild, and the next period retries.
-      const replayCountsDropped = await trimReplayCounts(runtime.redis, runtime.settings.prefix, await listQueues(runtime)).catch(
-        (error: Error) => {
+      const replayCountsDropped = await listQueues(runtime)
+        .then((queues) => trimReplayCounts(runtime.redis, runtime.settings.prefix, queues))
+        .catch((error: Error) => {
           log.warn({ err: { message: error.message } }, 'cannot drop stale replay counts; retrying next period');
           return 0;
-        },
-      );
+        });
       if (replayCountsDropped) log.info({ replayCountsDropped }, 'replay counts of jobs that no longer exist dropped');
       return { ...result, replayCountsDropped };
     },
