@@ -52,6 +52,18 @@ describe('emit → worker → done', () => {
 
   const ledgerRows = (eventId: string) =>
     services.db.withSchema(services.schema).table('ledger').where({ event_id: eventId }).orderBy('effect');
+  /** The queues (effects) holding a job for `eventId`, in any state. */
+  const jobsFor = async (eventId: string) => {
+    const jobKeys = await services.redis.keys(`${services.prefix}:*:ledger-*`);
+    const found: string[] = [];
+    for (const key of jobKeys) {
+      const data = await services.redis.hget(key, 'data');
+      if (data && JSON.parse(data).id === eventId) found.push(key.split(':')[1]);
+    }
+    return found;
+  };
+  /** Lets pushes that follow a commit or rollback run: emit's close waits for those in flight. */
+  const settle = () => new Promise((r) => setTimeout(r, 300));
 
   it('runs every subscribed effect once and marks its ledger row done', async () => {
     const { ledgerIds, effects: owed } = await effects.emit('order_placed', 101);
@@ -82,10 +94,42 @@ describe('emit → worker → done', () => {
     ).rejects.toThrow('payment declined');
     await new Promise((r) => setTimeout(r, 300));
     expect(await ledgerRows('rolled-back')).toHaveLength(0);
-    const jobKeys = await services.redis.keys(`${services.prefix}:*:ledger-*`);
-    const jobs = await Promise.all(jobKeys.map((k) => services.redis.hget(k, 'data')));
-    expect(jobs.filter((d) => d?.includes('rolled-back'))).toEqual([]);
+    expect(await jobsFor('rolled-back')).toEqual([]);
     expect(runs.some((r) => r.endsWith(':rolled-back'))).toBe(false);
+  });
+
+  it('pushes nothing after an explicit trx.rollback(), which knex resolves rather than rejects', async () => {
+    const trx = await services.db.transaction();
+    await effects.emit('order_placed', 'explicit-rollback', { trx });
+    await trx.rollback();
+    await settle();
+    expect(await ledgerRows('explicit-rollback')).toHaveLength(0);
+    expect(await jobsFor('explicit-rollback')).toEqual([]);
+  });
+
+  it('waits for the outermost transaction when emit runs in a savepoint', async () => {
+    await expect(
+      services.db.transaction(async (trx) => {
+        await trx.transaction(async (savepoint) => {
+          await effects.emit('order_placed', 'savepoint-then-outer-fails', { trx: savepoint });
+        });
+        // The savepoint is released; the order is not placed until the outer transaction commits.
+        await new Promise((r) => setTimeout(r, 100));
+        expect(await jobsFor('savepoint-then-outer-fails')).toEqual([]);
+        throw new Error('payment declined');
+      }),
+    ).rejects.toThrow('payment declined');
+    await services.db.transaction(async (trx) => {
+      await trx.transaction(async (savepoint) => {
+        await effects.emit('order_placed', 'savepoint-rolled-back', { trx: savepoint });
+        throw new Error('rolled back to the savepoint');
+      }).catch(() => {});
+      await effects.emit('order_placed', 'outer-commits', { trx });
+    });
+    await settle();
+    expect(await jobsFor('savepoint-then-outer-fails')).toEqual([]);
+    expect(await jobsFor('savepoint-rolled-back')).toEqual([]);
+    expect((await jobsFor('outer-commits')).sort()).toEqual(['notify-crm', 'send-email']);
   });
 
   it('retries a failed attempt with the same idempotency key and records the attempts', async () => {

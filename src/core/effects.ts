@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { validateConfig } from '../config/schema.js';
 import { resolveSettings, type ConnectionFlags } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
-import { pushRows } from '../queue/push.js';
+import { pushRows, type PushableRow } from '../queue/push.js';
 import type { Logger } from './logger.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
 
@@ -58,18 +58,42 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     ]).finally(() => clearTimeout(timer));
   };
 
-  const push = (rows: Awaited<ReturnType<Runtime['ledger']['owe']>>) => {
-    const pushing = pushRows(runtime, rows)
-      .then(() => log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed'))
+  /** Tracks a background push so that `close` can wait for it; a failure is logged, not thrown. */
+  const track = (work: Promise<unknown>, ledgerIds: string[]) => {
+    const pushing = work
       .catch((error: Error) =>
         log.warn(
-          { err: { message: error.message }, ledgerIds: rows.map((r) => r.id) },
+          { err: { message: error.message }, ledgerIds },
           'push failed; the rows stay pending and the scheduler will enqueue them',
         ),
       )
       .finally(() => inFlight.delete(pushing));
     inFlight.add(pushing);
     return pushing;
+  };
+  const push = async (rows: readonly PushableRow[]) => {
+    await pushRows(runtime, rows);
+    log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed');
+  };
+  /**
+   * Pushes what the transaction committed. Only the outermost transaction commits (a savepoint's
+   * release does not), and knex resolves rather than rejects on an explicit `trx.rollback()`, so
+   * the rows are read back: what is not there was rolled back and is owed by no one.
+   */
+  const pushAfterCommit = async (trx: Knex.Transaction, rows: readonly PushableRow[]) => {
+    let outermost = trx;
+    while (outermost.parentTransaction) outermost = outermost.parentTransaction;
+    const settled = await outermost.executionPromise.then(
+      () => 'resolved',
+      () => 'rejected',
+    );
+    const kept = settled === 'resolved' ? await runtime.ledger.findByIds(rows.map((r) => r.id)) : new Map();
+    const owed = rows.filter((r) => kept.has(r.id));
+    if (owed.length < rows.length) {
+      const ledgerIds = rows.filter((r) => !kept.has(r.id)).map((r) => r.id);
+      log.debug({ ledgerIds }, 'transaction rolled back; nothing to push');
+    }
+    if (owed.length > 0) await push(owed);
   };
 
   return {
@@ -83,17 +107,11 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
       }
       const rows = await runtime.ledger.owe(event, id, effects, trx);
       log.info({ event, id, effects }, 'scheduling');
-      if (trx) {
-        // Rejected on rollback: then nothing is owed and nothing is pushed.
-        trx.executionPromise.then(
-          () => push(rows),
-          () => log.debug({ event, id }, 'transaction rolled back; nothing to push'),
-        );
-      } else {
-        // The push goes on in the background past the timeout; the rows are safe in the ledger.
-        await bounded(push(rows));
-      }
-      return { ledgerIds: rows.map((r) => r.id), effects };
+      const ledgerIds = rows.map((r) => r.id);
+      if (trx) track(pushAfterCommit(trx, rows), ledgerIds);
+      // The push goes on in the background past the timeout; the rows are safe in the ledger.
+      else await bounded(track(push(rows), ledgerIds));
+      return { ledgerIds, effects };
     },
     async close() {
       await bounded(Promise.allSettled([...inFlight]));
