@@ -54,6 +54,11 @@ export interface EffectCounts {
 /** Longest error text kept in the ledger; the full stack stays on the BullMQ job. */
 const MAX_ERROR_LENGTH = 2000;
 
+/** An error message as a text column takes it: PostgreSQL text cannot hold a NUL character. */
+function storableError(message: string): string {
+  return message.replaceAll('\u0000', '\uFFFD').slice(0, MAX_ERROR_LENGTH);
+}
+
 /**
  * Every SQL statement on the ledger table. Callers pass ids as strings (bigint) and get rows in
  * camelCase; the column names stay in this file.
@@ -109,7 +114,7 @@ export class Ledger {
   async recordFailures(records: readonly FailureRecord[]): Promise<void> {
     if (records.length === 0) return;
     const values = records.map(() => '(?::bigint, ?::int, ?::text, ?::boolean)').join(', ');
-    const bindings = records.flatMap((r) => [r.id, r.attempts, r.error.slice(0, MAX_ERROR_LENGTH), r.final]);
+    const bindings = records.flatMap((r) => [r.id, r.attempts, storableError(r.error), r.final]);
     await this.db.raw(
       `update ??.ledger as l
           set attempts = greatest(l.attempts, v.attempts),

@@ -1,7 +1,7 @@
 import DataLoader from 'dataloader';
 import type { LedgerHotPath } from '../ledger/hot-path.js';
 import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
-import { withDbRetry } from '../ledger/retry.js';
+import { isTransientDbError, withDbRetry } from '../ledger/retry.js';
 import type { Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
@@ -42,8 +42,21 @@ export class LedgerBatcher {
   ) {
     this.failures = new DataLoader(
       async (records) => {
-        await withDbRetry(() => ledger.recordFailures(records), log, 'failure record');
-        return records.map(() => true as const);
+        try {
+          await withDbRetry(() => ledger.recordFailures(records), log, 'failure record');
+          return records.map(() => true as const);
+        } catch (error) {
+          // A database that stayed away fails them all; one record it refuses must not fail the others.
+          if (records.length === 1 || isTransientDbError(error)) return records.map(() => asError(error));
+          return Promise.all(
+            records.map((record) =>
+              withDbRetry(() => ledger.recordFailures([record]), log, 'failure record').then(
+                () => true as const,
+                asError,
+              ),
+            ),
+          );
+        }
       },
       { cache: false, maxBatchSize: MAX_BATCH, batchScheduleFn: (callback) => setImmediate(callback) },
     );
@@ -116,4 +129,8 @@ function take<T>(queue: Map<string, T>, max: number): Map<string, T> {
     queue.delete(key);
   }
   return taken;
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }

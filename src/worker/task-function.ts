@@ -123,8 +123,14 @@ export function createTaskFunction(
       await effect.run(task, ctx);
     } catch (error) {
       const err = error instanceof Error ? error : new Error(String(error));
-      const final = attempt >= (job.opts.attempts ?? 1) || err instanceof UnrecoverableError;
-      await ledger.recordFailure({ id: row.id, attempts: attempt, error: err.message, final });
+      const final = attempt >= (job.opts.attempts ?? 1) || isUnrecoverable(err);
+      // The job fails with the effect's error whatever happens to its record: BullMQ retries it, and
+      // the alert below still goes out.
+      await ledger
+        .recordFailure({ id: row.id, attempts: attempt, error: err.message, final })
+        .catch((recordError: unknown) =>
+          taskLog.error({ err: recordError, final }, 'could not record the failure in the ledger'),
+        );
       // Exactly once per job: the attempt that reaches the threshold, or the last one when the job
       // fails for good before it (fewer attempts than the threshold, or an UnrecoverableError), which
       // would otherwise fail silently.
@@ -141,6 +147,15 @@ export function createTaskFunction(
     taskLog.info('finished');
     return { status: 'done' };
   };
+}
+
+/**
+ * BullMQ fails an UnrecoverableError for good. An effect may throw one from its own copy of bullmq
+ * (another version in node_modules), which `instanceof` does not recognise; BullMQ itself matches
+ * by name too.
+ */
+function isUnrecoverable(error: Error): boolean {
+  return error instanceof UnrecoverableError || error.name === 'UnrecoverableError';
 }
 
 function skip(log: EffectContext['log'], reason: string): Outcome {
