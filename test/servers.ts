@@ -150,3 +150,45 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
     },
   };
 }
+
+export interface SilentableProxy {
+  port: number;
+  /** Connections open now stop passing bytes either way, as after a failover or a lost NAT entry. */
+  silenceOpenConnections(): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy in front of a server, to make the connections through it go silent without closing:
+ * neither side hears anything until its own timeouts give up. New connections pass as usual.
+ */
+export async function startSilentableProxy(target: { host: string; port: number }): Promise<SilentableProxy> {
+  const pairs: Array<[net.Socket, net.Socket]> = [];
+  const silenced: net.Socket[] = [];
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target.port, target.host);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    pairs.push([client, upstream]);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    silenceOpenConnections() {
+      for (const [client, upstream] of pairs.splice(0)) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+        silenced.push(client, upstream);
+      }
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of [...silenced, ...pairs.flat()]) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -9,6 +9,12 @@ export interface LedgerHotPathOptions {
    * 1.21). @defaultValue true
    */
   preparedStatements?: boolean;
+  /**
+   * How long the statement may go unanswered before its connection is dropped and the statement
+   * retried on a new one: a connection that died without a word (a failover, a dropped NAT entry)
+   * would otherwise hold every job until the OS gives up on it. @defaultValue 10000
+   */
+  queryTimeoutMs?: number;
 }
 
 /**
@@ -30,7 +36,14 @@ export class LedgerHotPath {
   constructor(databaseUrl: string, schema: string, options: LedgerHotPathOptions = {}) {
     // One connection: the batcher keeps one statement in flight, and joins what arrives meanwhile
     // to the next one. 3 s to connect, as the knex pool, so an unreachable server is reported fast.
-    this.pool = new pg.Pool({ connectionString: databaseUrl, max: 1, connectionTimeoutMillis: 3000, keepAlive: true });
+    this.pool = new pg.Pool({
+      connectionString: databaseUrl,
+      max: 1,
+      connectionTimeoutMillis: 3000,
+      query_timeout: options.queryTimeoutMs ?? 10_000,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+    });
     // An idle connection that dies (a restarted server) is dropped by the pool; its error is not ours.
     this.pool.on('error', () => {});
     const table = `${pg.escapeIdentifier(schema)}.ledger`;
@@ -55,7 +68,16 @@ export class LedgerHotPath {
     const found = new Map<string, LedgerCheck>();
     if (doneIds.length === 0 && findIds.length === 0) return found;
     type Found = Pick<DbLedgerRow, 'id' | 'event' | 'event_id' | 'effect' | 'status'>;
-    const result = await this.pool.query<Found>({ ...this.query, values: [doneIds, findIds] });
+    const client = await this.pool.connect();
+    let result: pg.QueryResult<Found>;
+    try {
+      result = await client.query<Found>({ ...this.query, values: [doneIds, findIds] });
+    } catch (error) {
+      // A connection whose statement timed out may still be running it, or be dead: never reuse it.
+      client.release(error as Error);
+      throw error;
+    }
+    client.release();
     for (const row of result.rows) {
       const id = String(row.id);
       found.set(id, { id, event: row.event, eventId: row.event_id, effect: row.effect, status: row.status });

@@ -8,8 +8,9 @@ export function isTransientDbError(error: unknown): boolean {
   const e = error as { code?: string; name?: string; message?: string };
   if (e?.code && (TRANSIENT_CODES.has(e.code) || e.code.startsWith('08'))) return true;
   if (e?.name === 'KnexTimeoutError') return true;
-  // 'timeout expired' is pg's connectionTimeoutMillis: a server too busy or briefly away to accept.
-  return /Connection terminated|connection closed|terminating connection|Client has encountered a connection error|timeout expired/i.test(
+  // 'timeout expired' is pg's connectionTimeoutMillis (a server too busy or briefly away to accept);
+  // 'Query read timeout' its query_timeout (a statement unanswered, its connection dropped).
+  return /Connection terminated|connection closed|terminating connection|Client has encountered a connection error|timeout expired|Query read timeout/i.test(
     e?.message ?? '',
   );
 }
