@@ -147,4 +147,16 @@ describe('thin tasks', () => {
     expect(done.returnvalue).toEqual({ status: 'skipped', reason: 'no ledger row owes this effect' });
     expect(runs.length).toBe(before);
   });
+
+  it('takes a job id past PostgreSQL bigint for a foreign job, without failing the jobs checked with it', async () => {
+    await effects.emit('order_placed', 'beside-a-huge-id');
+    // ledger-<20 digits> looks like a row id but no bigint holds it: one such id in the batched
+    // check must not fail every job that shares the statement.
+    const huge = await queue.add('order_placed', { event: 'order_placed', id: 'beside-a-huge-id' }, { jobId: 'ledger-99999999999999999999' });
+    await waitFor(async () => (await ledgerRows('beside-a-huge-id')).every((r) => r.status === 'done'));
+    const done = await settled(huge);
+    expect(await done.getState()).toBe('completed');
+    // Matched by its event instead: the row it names is done by then, or it runs once more.
+    expect(done.returnvalue.status === 'skipped' || runs.filter((id) => id === 'beside-a-huge-id').length === 2).toBe(true);
+  });
 });

@@ -8,7 +8,7 @@
 export const INTERNAL_QUEUE_PREFIX = '__effects';
 export const SCHEDULER_QUEUE = '__effects_scheduler';
 
-const LEDGER_JOB_ID = /^ledger-(\d+)$/;
+const LEDGER_JOB_ID = /^ledger-([1-9]\d*)$/;
 
 /** The job id of a ledger row: deterministic, so a push or rebuild never duplicates a live job. */
 export function jobIdForRow(rowId: string): string {
@@ -16,9 +16,15 @@ export function jobIdForRow(rowId: string): string {
   return `ledger-${rowId}`;
 }
 
+/** PostgreSQL's largest bigint, the ledger's id type. */
+const MAX_ROW_ID = 2n ** 63n - 1n;
+
 /** The ledger row a job belongs to, or undefined for jobs not created from the ledger. */
 export function rowIdFromJobId(jobId: string | undefined): string | undefined {
-  return jobId ? LEDGER_JOB_ID.exec(jobId)?.[1] : undefined;
+  const id = jobId ? LEDGER_JOB_ID.exec(jobId)?.[1] : undefined;
+  // Foreign code can queue "ledger-<any digits>": an id no bigint holds names no row, and passed to
+  // PostgreSQL it would fail the whole batched statement it shares with other jobs.
+  return id !== undefined && id.length <= 19 && BigInt(id) <= MAX_ROW_ID ? id : undefined;
 }
 
 export const isInternalQueue = (name: string) => name.startsWith(INTERNAL_QUEUE_PREFIX);
