@@ -59,11 +59,15 @@ describe('rebuild', () => {
       { env: { EFFECTS_REDIS_URL: services.redisUrl, EFFECTS_DATABASE_URL: services.databaseUrl } },
     );
   const ledger = () => services.db.withSchema(services.schema).table('ledger');
-  /** Owes both effects for each order, as emit would, created `ageMs` ago. */
+  /** Owes both effects for each order, as an emit `ageMs` ago would have. */
   const owe = async (ids: string[], ageMs = 60_000) => {
-    const createdAt = new Date(Date.now() - ageMs);
+    const emittedAt = new Date(Date.now() - ageMs);
     return (await ledger()
-      .insert(ids.flatMap((id) => ['send-email', 'notify-crm'].map((effect) => ({ event: 'order_placed', event_id: id, effect, created_at: createdAt }))))
+      .insert(
+        ids.flatMap((id) =>
+          ['send-email', 'notify-crm'].map((effect) => ({ event: 'order_placed', event_id: id, effect, created_at: emittedAt, pending_since: emittedAt })),
+        ),
+      )
       .returning('*')) as Array<{ id: string; effect: string; event_id: string }>;
   };
 
@@ -165,11 +169,12 @@ describe('rebuild', () => {
     expect(human.stdout).toContain('at 50/s this takes about 3s');
   });
 
-  it('pages through rows that share one created_at (one emit transaction) reading each once', async () => {
+  it('pages through rows that share one pending_since (one emit transaction) reading each once', async () => {
     const ids = Array.from({ length: 23 }, (_, i) => `same-ts-${i}`);
     // One statement: every row gets the same now(), to the microsecond.
+    const monthAgo = () => services.db.raw(`now() - interval '30 days'`);
     await ledger().insert(
-      ids.map((id) => ({ event: 'order_placed', event_id: id, effect: 'send-email', created_at: services.db.raw(`now() - interval '30 days'`) })),
+      ids.map((id) => ({ event: 'order_placed', event_id: id, effect: 'send-email', created_at: monthAgo(), pending_since: monthAgo() })),
     );
     const runtime = services.runtime(config);
     const window = { since: Date.now() - 31 * 86_400_000, until: Date.now() - 29 * 86_400_000 };

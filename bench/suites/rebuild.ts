@@ -195,13 +195,14 @@ export const suite: Suite = {
   },
 };
 
-/** ROWS pending rows, four effects per order, one a millisecond from an hour ago. */
+/** ROWS pending rows, four effects per order, one emitted a millisecond from an hour ago. */
 async function insertRows(db: Knex, schema: string): Promise<{ firstId: number; since: number; firstCreatedAt: number }> {
   const since = Date.now() - 2 * 3_600_000;
   await db.raw(
-    `insert into ??.ledger (event, event_id, effect, created_at)
-     select ?, 'order-' || (g / ?), (?::text[])[(g % ?) + 1], now() - interval '1 hour' + (g * interval '1 millisecond')
-       from generate_series(0, ? - 1) as g`,
+    `insert into ??.ledger (event, event_id, effect, created_at, pending_since)
+     select ?, 'order-' || (g / ?), (?::text[])[(g % ?) + 1], t, t
+       from generate_series(0, ? - 1) as g,
+            lateral (select now() - interval '1 hour' + (g * interval '1 millisecond') as t) as emitted`,
     [schema, EVENT, EFFECTS.length, EFFECTS, EFFECTS.length, ROWS],
   );
   await db.raw('analyze ??.ledger', [schema]);

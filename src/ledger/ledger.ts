@@ -10,10 +10,11 @@ export interface FailureRecord {
   final: boolean;
 }
 
+/** A window on when rows became pending (pending_since): emitted, or put back by a replay. */
 export interface PendingScan {
-  /** Inclusive lower bound on created_at, epoch ms. */
+  /** Inclusive lower bound on pending_since, epoch ms. */
   since: number;
-  /** Exclusive upper bound on created_at, epoch ms. @defaultValue now */
+  /** Exclusive upper bound on pending_since, epoch ms. @defaultValue now */
   until?: number;
   effects?: string[];
   /** Keyset cursor: where the previous page ended (its `next`). */
@@ -22,12 +23,12 @@ export interface PendingScan {
 }
 
 /**
- * The last row of a page: its created_at exactly, to the microsecond, as text. A JS Date would round
- * it to the millisecond, and a cursor rounded down re-reads rows forever when many share a timestamp
- * (every row of one emit transaction does).
+ * The last row of a page: its pending_since exactly, to the microsecond, as text. A JS Date would
+ * round it to the millisecond, and a cursor rounded down re-reads rows forever when many share a
+ * timestamp (every row of one emit or replay transaction does).
  */
 export interface PendingCursor {
-  createdAt: string;
+  pendingSince: string;
   id: string;
 }
 
@@ -128,7 +129,10 @@ export class Ledger {
     );
   }
 
-  /** Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). */
+  /**
+   * Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). A row
+   * made pending is owed from now on, however old it is: rebuild windows are on pending_since.
+   */
   async setStatus(
     ids: readonly string[],
     status: LedgerStatus,
@@ -141,46 +145,48 @@ export class Ledger {
       status,
       updated_at: this.db.fn.now(),
       finished_at: status === 'pending' ? null : this.db.fn.now(),
+      ...(status === 'pending' ? { pending_since: this.db.fn.now() } : {}),
       ...(options.countReplay ? { replay_count: this.db.raw('replay_count + 1') } : {}),
     });
   }
 
-  /** One page of pending rows in (created_at, id) order: a range scan of the partial index. */
+  /** One page of pending rows in (pending_since, id) order: a range scan of the partial index. */
   async scanPending(scan: PendingScan): Promise<PendingPage> {
-    const query = this.table()
+    const query = this.pendingInWindow(scan)
       .select(
         'id',
         'event',
         'event_id',
         'effect',
-        this.db.raw(`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at`),
+        this.db.raw(`to_char(pending_since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at`),
       )
-      .where('status', 'pending')
-      .andWhere('created_at', '>=', new Date(scan.since))
-      .andWhere('created_at', '<', new Date(scan.until ?? Date.now()))
-      .orderBy([{ column: 'created_at' }, { column: 'id' }])
+      .orderBy([{ column: 'pending_since' }, { column: 'id' }])
       .limit(scan.limit);
-    if (scan.effects?.length) query.whereIn('effect', scan.effects);
     if (scan.after) {
-      query.andWhereRaw('(created_at, id) > (?::timestamptz, ?::bigint)', [scan.after.createdAt, scan.after.id]);
+      query.andWhereRaw('(pending_since, id) > (?::timestamptz, ?::bigint)', [scan.after.pendingSince, scan.after.id]);
     }
     const found = (await query) as Array<Pick<DbLedgerRow, 'id' | 'event' | 'event_id' | 'effect'> & { cursor_at: string }>;
     const last = found.at(-1);
     return {
       rows: found.map((r) => ({ id: String(r.id), event: r.event, eventId: r.event_id, effect: r.effect })),
-      next: last && found.length === scan.limit ? { createdAt: last.cursor_at, id: String(last.id) } : undefined,
+      next: last && found.length === scan.limit ? { pendingSince: last.cursor_at, id: String(last.id) } : undefined,
     };
   }
 
   /** How many rows a scan of this window would read (the total of a progress bar). */
   async countPending(scan: Omit<PendingScan, 'after' | 'limit'>): Promise<number> {
+    const [row] = (await this.pendingInWindow(scan).count<Array<{ count: string }>>('* as count')) as Array<{ count: string }>;
+    return Number(row?.count ?? 0);
+  }
+
+  /** Pending rows that became pending in the window, of the given effects: what a scan reads. */
+  private pendingInWindow(scan: Omit<PendingScan, 'after' | 'limit'>) {
     const query = this.table()
       .where('status', 'pending')
-      .andWhere('created_at', '>=', new Date(scan.since))
-      .andWhere('created_at', '<', new Date(scan.until ?? Date.now()));
+      .andWhere('pending_since', '>=', new Date(scan.since))
+      .andWhere('pending_since', '<', new Date(scan.until ?? Date.now()));
     if (scan.effects?.length) query.whereIn('effect', scan.effects);
-    const [row] = (await query.count<Array<{ count: string }>>('* as count')) as Array<{ count: string }>;
-    return Number(row?.count ?? 0);
+    return query;
   }
 
   /** Rows per effect and status, for `effects status`. */

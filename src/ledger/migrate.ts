@@ -1,19 +1,23 @@
 import type { Knex } from 'knex';
 import { NotMigratedError } from '../core/errors.js';
-import { migrations } from './migrations.js';
+import { migrations, type Migration } from './migrations.js';
 
 const MIGRATIONS_TABLE = 'migrations';
 
-function source(schema: string): Knex.MigrationSource<(typeof migrations)[number]> {
+function source(schema: string, list: readonly Migration[]): Knex.MigrationSource<Migration> {
   return {
-    getMigrations: async () => migrations,
+    getMigrations: async () => [...list],
     getMigrationName: (m) => m.name,
     getMigration: async (m) => ({ up: (db: Knex) => m.up(db, schema), down: (db: Knex) => m.down(db, schema) }),
   };
 }
 
-function migratorConfig(schema: string): Knex.MigratorConfig {
-  return { migrationSource: source(schema), schemaName: schema, tableName: MIGRATIONS_TABLE };
+/**
+ * knex's migrator settings for the ledger in `schema`. `list` defaults to every migration; a prefix
+ * of it is the ledger an older release left, for testing an upgrade.
+ */
+export function migratorConfig(schema: string, list: readonly Migration[] = migrations): Knex.MigratorConfig {
+  return { migrationSource: source(schema, list), schemaName: schema, tableName: MIGRATIONS_TABLE };
 }
 
 export interface MigrateResult {

@@ -79,4 +79,33 @@ export const migrations: Migration[] = [
       await db.schema.withSchema(schema).dropTableIfExists('queue_settings');
     },
   },
+  {
+    name: '004_pending_since',
+    async up(db, schema) {
+      // "Pending since T" means since the row last became pending (a replay puts a failed row back),
+      // not since it was created: the scheduler's rebuild looks back a day and must find a row
+      // replayed long after its emit. Existing rows get created_at, the best time known for them.
+      // Nullable first, then one update: a default of now() would stamp old rows with today.
+      await db.raw(`alter table ??.ledger add column pending_since timestamptz`, [schema]);
+      await db.raw(`drop index ??.ledger_pending_by_created`, [schema]);
+      await db.raw(`update ??.ledger set pending_since = created_at`, [schema]);
+      await db.raw(
+        `alter table ??.ledger alter column pending_since set default now(), alter column pending_since set not null`,
+        [schema],
+      );
+      // Built after the update, once, instead of maintained row by row during it.
+      await db.raw(
+        `create index ledger_pending_since on ??.ledger (pending_since, id) where status = 'pending'`,
+        [schema],
+      );
+    },
+    async down(db, schema) {
+      await db.raw(
+        `create index ledger_pending_by_created on ??.ledger (created_at, id) where status = 'pending'`,
+        [schema],
+      );
+      // Drops ledger_pending_since with it.
+      await db.raw(`alter table ??.ledger drop column pending_since`, [schema]);
+    },
+  },
 ];

@@ -13,6 +13,8 @@ export interface LedgerRow {
   replayCount: number;
   lastError: string | null;
   createdAt: Date;
+  /** When the row last became pending: emitted, or put back by a replay. */
+  pendingSince: Date;
   updatedAt: Date;
   finishedAt: Date | null;
 }
@@ -27,6 +29,7 @@ export interface DbLedgerRow {
   replay_count: number;
   last_error: string | null;
   created_at: Date;
+  pending_since: Date;
   updated_at: Date;
   finished_at: Date | null;
 }
@@ -42,6 +45,7 @@ export function fromDb(row: DbLedgerRow): LedgerRow {
     replayCount: row.replay_count,
     lastError: row.last_error,
     createdAt: row.created_at,
+    pendingSince: row.pending_since,
     updatedAt: row.updated_at,
     finishedAt: row.finished_at,
   };

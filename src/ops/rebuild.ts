@@ -10,7 +10,7 @@ import { audited } from './audit.js';
 import { restoreQueueSettings, type RestoredQueue } from './restore-queues.js';
 
 export interface RebuildOptions {
-  /** Pending rows created at or after this time (epoch ms). */
+  /** Rows that became pending (emitted, or replayed) at or after this time (epoch ms). */
   since: number;
   /** ...and before this time (epoch ms). @defaultValue now */
   until?: number;
@@ -57,7 +57,8 @@ const DEFAULT_CHUNK_SIZE = 500;
 const PUSHES_IN_FLIGHT = 2;
 
 /**
- * Re-drives what the ledger says is owed: every pending row in the window gets a job unless one is
+ * Re-drives what the ledger says is owed: every row that became pending in the window (its
+ * pending_since, not its created_at: a replayed row is owed from the replay) gets a job unless one is
  * alive. A job BullMQ still holds as completed or failed while the row is pending is not alive: it is
  * removed and added again, or the effect would be lost. Pages through the ledger with a keyset
  * cursor (the next page is read while this one is enqueued), so memory stays flat. After a Redis

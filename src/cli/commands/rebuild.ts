@@ -14,9 +14,9 @@ const PROGRESS_ABOVE = 1000;
 export function registerRebuild(program: Command, setExitCode: (code: number) => void = () => {}): void {
   program
     .command('rebuild')
-    .description('enqueue every pending ledger row in a window that has no live job')
-    .requiredOption('--since <time>', 'rows created since: a duration before now (3h) or an ISO timestamp', timeArg)
-    .option('--until <time>', 'rows created before (default: now)', timeArg)
+    .description('enqueue every ledger row that became pending in a window and has no live job')
+    .requiredOption('--since <time>', 'rows that became pending since: a duration before now (3h) or an ISO timestamp', timeArg)
+    .option('--until <time>', 'rows that became pending before (default: now)', timeArg)
     .option('--effect <names>', 'only these effects, comma-separated', listArg)
     .option('--rate <n/s>', 'at most this many jobs per second (default: unlimited)', rateArg)
     .option('--dry-run', 'count what would be enqueued, change nothing')
@@ -25,10 +25,11 @@ export function registerRebuild(program: Command, setExitCode: (code: number) =>
     .addHelpText(
       'after',
       `
-Prints scanned / enqueued / already queued. Rows whose job is alive are counted, not
-duplicated; a job BullMQ still holds as completed or failed while the ledger says pending is
-re-driven. After a Redis wipe it first puts back each queue's configured limits and the paused
-state an operator left it in. Ctrl-C stops between chunks; a re-run continues.
+The window is on when a row became pending (emitted, or last put back by \`effects replay\`),
+not on when it was created. Prints scanned / enqueued / already queued. Rows whose job is alive
+are counted, not duplicated; a job BullMQ still holds as completed or failed while the ledger
+says pending is re-driven. After a Redis wipe it first puts back each queue's configured limits
+and the paused state an operator left it in. Ctrl-C stops between chunks; a re-run continues.
 
 Examples:
   $ effects rebuild --since 3h --dry-run
