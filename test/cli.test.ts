@@ -190,6 +190,135 @@ describe('effects CLI as a process', () => {
     }
   });
 
+  it('exits 2 on a Redis setting that is not redis://, rediss:// or a socket path, naming the setting', { timeout: 60_000 }, async () => {
+    const runs = await Promise.all([
+      runCli(['status', '--json', '--redis', 'notaurl', '--db', DATABASE_URL], { cwd: emptyDir }),
+      runCli(['status', '--json', '--redis', `http://user:${PASSWORD}@x`, '--db', DATABASE_URL], { cwd: emptyDir }),
+      runCli(['poison', 'list', '--json'], { cwd: emptyDir, env: { EFFECTS_REDIS_URL: 'localhost:6379' } }),
+      runCli(['status', '--json', '--redis', `redis://:${PASSWORD}@[::1`], { cwd: emptyDir }),
+    ]);
+    for (const result of runs) {
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain('Not a Redis URL');
+      expect(result.stderr).toContain('Expected redis://');
+      expect(result.stderr).toContain('rediss://');
+      expect(result.stderr).toContain('Unix socket path');
+      expect(result.stderr).toContain('Check --redis, EFFECTS_REDIS_URL / REDIS_URL');
+      expect(result.stdout).toBe('');
+      expect(result.stderr).not.toContain(PASSWORD);
+      expect(result.stderr).not.toMatch(/\n\s+at /);
+    }
+    expect(runs[1].stderr).toContain('Not a Redis URL: http://user:***@x');
+    // A socket path is a Redis setting ioredis takes: not a usage error, only an unreachable server.
+    const socket = await runCli(['status', '--redis', path.join(emptyDir, 'no-redis.sock')], { cwd: emptyDir });
+    expect(socket.code).toBe(1);
+    expect(socket.stderr).toContain('Cannot reach Redis at');
+  });
+
+  it('exits 2 on a time that is no calendar date or time, saying what was expected', { timeout: 60_000 }, async () => {
+    // More forms in duration.test.ts; here, that the CLI turns them into exit 2 with the message.
+    const times = ['2026-02-31', '2025-02-29T10:00:00Z'];
+    const results = await Promise.all(times.map((t) => runCli(['poison', 'list', '--since', t, ...connection()], { cwd: emptyDir })));
+    results.forEach((result, i) => {
+      expect({ time: times[i], code: result.code }).toEqual({ time: times[i], code: 2 });
+      expect(result.stderr).toContain(`"${times[i]}"`);
+      expect(result.stderr).toContain('an ISO-8601 timestamp (2026-11-26T09:00:00Z)');
+    });
+  });
+
+  it('exits 2 on an empty window: --since equal to --until, for poison list, replay and discard', { timeout: 60_000 }, async () => {
+    const at = '2026-01-01T00:00:00Z';
+    const window = ['--since', at, '--until', at];
+    const results = await Promise.all([
+      runCli(['poison', 'list', ...window, ...connection()], { cwd: emptyDir }),
+      runCli(['replay', ...window, '--dry-run', ...connection()], { cwd: emptyDir }),
+      runCli(['discard', ...window, '--dry-run', ...connection()], { cwd: emptyDir }),
+    ]);
+    for (const result of results) {
+      expect(result.code).toBe(2);
+      expect(result.stderr).toContain(`--since ${new Date(at).toISOString()} is not before --until`);
+    }
+  });
+
+  it('exits 2 when a command group is given no subcommand; --help and --version exit 0', { timeout: 60_000 }, async () => {
+    const groups = [[], ['poison'], ['ramp'], ['help', 'nosuch']];
+    const fine = [['poison', '--help'], ['--version'], ['help', 'poison']];
+    const [missing, shown] = await Promise.all([
+      Promise.all(groups.map((args) => runCli(args, { cwd: emptyDir }))),
+      Promise.all(fine.map((args) => runCli(args, { cwd: emptyDir }))),
+    ]);
+    missing.forEach((result, i) => {
+      expect({ args: groups[i], code: result.code }).toEqual({ args: groups[i], code: 2 });
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(/^error: \S/m);
+    });
+    expect(missing[1].stderr).toContain("error: missing subcommand: 'effects poison' expects one of: list, show");
+    expect(missing[0].stderr).toMatch(/error: missing subcommand: 'effects' expects one of: worker, scheduler, status/);
+    expect(missing[3].stderr).toContain("error: unknown command 'nosuch'");
+
+    // Every group, found by walking the program in-process (spawning each would take long).
+    const groupsOf = (command: Command, path: string[] = []): string[][] => {
+      const subs = command.commands.filter((c) => c.name() !== 'help');
+      return subs.length ? [path, ...subs.flatMap((c) => groupsOf(c, [...path, c.name()]))] : [];
+    };
+    const all = groupsOf(buildProgram(() => {}));
+    expect(all).toEqual(expect.arrayContaining([['poison'], ['ramp'], ['ops']]));
+    for (const path of all) {
+      const program = buildProgram(() => {});
+      const quiet = (c: Command): void => {
+        c.configureOutput({ writeOut: () => {}, writeErr: () => {} });
+        c.commands.forEach(quiet);
+      };
+      quiet(program);
+      await expect(program.parseAsync(['node', 'effects', ...path]), path.join(' ')).rejects.toMatchObject({ exitCode: 2 });
+    }
+    shown.forEach((result, i) => {
+      expect({ args: fine[i], code: result.code }).toEqual({ args: fine[i], code: 0 });
+      expect(result.stdout).not.toBe('');
+    });
+  });
+
+  it('replay and discard --json always carry operationId: null on a dry run and with --no-ledger', { timeout: 60_000 }, async () => {
+    // A prefix with no queues: nothing matches, nothing is changed, and the shape is what is tested.
+    const prefix = `${services.prefix}_opid`;
+    const args = ['--redis', REDIS_URL, '--db', DATABASE_URL, '--prefix', prefix, '--schema', services.schema, '--json'];
+    try {
+      const runs = await Promise.all([
+        runCli(['replay', '--dry-run', ...args], { cwd: emptyDir }),
+        runCli(['replay', '--no-ledger', '--yes', ...args], { cwd: emptyDir }),
+        runCli(['discard', '--dry-run', ...args], { cwd: emptyDir }),
+        runCli(['discard', '--no-ledger', '--yes', ...args], { cwd: emptyDir }),
+      ]);
+      for (const result of runs) {
+        expect(result.stderr).toBe('');
+        expect(result.code).toBe(0);
+        const json = JSON.parse(result.stdout);
+        expect(json).toHaveProperty('operationId', null);
+        expect(json).toMatchObject({ matched: 0, skipped: 0 });
+      }
+    } finally {
+      await deleteKeys(services.redis, `${prefix}:*`);
+    }
+  });
+
+  it('status --watch --json prints one compact JSON object per line per tick (NDJSON)', { timeout: 60_000 }, async () => {
+    const watch = spawnCli(['status', '--watch', '200ms', '--json', ...connection()], { cwd: emptyDir });
+    try {
+      await waitFor(() => watch.stdout().split('\n').filter(Boolean).length >= 2, 15000);
+      watch.child.kill('SIGINT');
+      expect(await watch.exited).toEqual({ code: 0, signal: null });
+      const lines = watch.stdout().split('\n');
+      expect(lines.at(-1)).toBe(''); // every object ends its line
+      for (const line of lines.slice(0, -1)) {
+        expect(JSON.parse(line)).toMatchObject({ queues: expect.any(Array) });
+      }
+      const help = await runCli(['status', '--help'], { cwd: emptyDir });
+      expect(help.stdout).toContain('one compact JSON object per line');
+    } finally {
+      await watch.kill();
+    }
+  });
+
   it('status --json reports queues made by plain BullMQ, with no config file', async () => {
     const conn = { connection: services.redis, prefix: services.prefix };
     const orders = new Queue('plain-orders', conn);

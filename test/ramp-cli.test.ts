@@ -86,7 +86,8 @@ describe('effects pause / resume / ramp (CLI)', () => {
     const first = await cli('resume', '--queue', 'cli-a', '--queue', 'cli-b', '--ramp', '1m', '--from', '5', '--to', '10', '--detach', '--json');
     expect(first.code).toBe(0);
     const started = JSON.parse(first.stdout);
-    expect(started).toMatchObject({ outcome: 'detached', replaced: null, ramp: { active: true } });
+    expect(started).toMatchObject({ outcome: 'detached', replaced: null, auditSkipped: null, ramp: { active: true } });
+    expect(started.operationId).toEqual(expect.any(String));
     expect(started.ramp.queues.map((q: { name: string }) => q.name)).toEqual(['cli-a', 'cli-b']);
     expect(first.stderr).toMatch(/no `effects scheduler` has applied ramps/);
 
@@ -143,5 +144,32 @@ describe('effects pause / resume / ramp (CLI)', () => {
       rateLimit: { max: 30, durationMs: 1000 },
       concurrency: 6,
     });
+  });
+
+  it('resume --ramp --json says auditSkipped, like pause and resume, when PostgreSQL is down', async () => {
+    const result = await runCli([
+      ...base,
+      '--db',
+      'postgres://postgres@127.0.0.1:1/nowhere',
+      'resume',
+      '--queue',
+      'cli-a',
+      '--ramp',
+      '1m',
+      '--from',
+      '5',
+      '--to',
+      '10',
+      '--detach',
+      '--json',
+    ]);
+    try {
+      expect(result.code).toBe(0);
+      const json = JSON.parse(result.stdout);
+      expect(json).toMatchObject({ outcome: 'detached', operationId: null, auditSkipped: expect.stringMatching(/PostgreSQL/) });
+      expect(result.stderr).toMatch(/warning: no audit record written/);
+    } finally {
+      await cli('ramp', 'cancel');
+    }
   });
 });

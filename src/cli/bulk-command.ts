@@ -13,26 +13,38 @@ interface BulkRun {
   matched: number;
   dryRun: boolean;
   plan?: BulkPlan;
+  operationId?: string;
+}
+
+/** A bulk result as the CLI prints it: `operationId` always there, null when nothing was recorded. */
+export type Recorded<R extends BulkRun> = Omit<R, 'operationId'> & { operationId: string | null };
+
+interface BulkCommand<R> {
+  command: 'replay' | 'discard';
+  yes: boolean;
+  dryRun: boolean;
+  useLedger: boolean;
+  rate?: number;
+  execute(extra: { dryRun?: boolean; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
 }
 
 /**
  * The flow replay and discard share: check the ledger can be written, plan (a dry run) when a
  * confirmation or a progress bar needs the count, ask or require --yes above 100 jobs, then run
  * with a progress bar on a terminal, stopping between batches on the first Ctrl-C (a second one
- * kills the process as usual).
+ * kills the process as usual). `operationId` is null when nothing was recorded (a dry run,
+ * --no-ledger, nothing matched), so scripts can read it without checking for the key.
  */
 export async function runBulk<R extends BulkRun>(
   ctx: CommandContext,
   runtime: Runtime,
-  options: {
-    command: 'replay' | 'discard';
-    yes: boolean;
-    dryRun: boolean;
-    useLedger: boolean;
-    rate?: number;
-    execute(extra: { dryRun?: boolean; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
-  },
-): Promise<R> {
+  options: BulkCommand<R>,
+): Promise<Recorded<R>> {
+  const result = await runBulkSteps(ctx, runtime, options);
+  return { ...result, operationId: result.operationId ?? null };
+}
+
+async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Runtime, options: BulkCommand<R>): Promise<R> {
   await runtime.assertReachable({ redis: true });
   if (options.dryRun) return options.execute({ dryRun: true });
   if (options.useLedger) await requireLedger(runtime, options.command);

@@ -77,4 +77,9 @@ export class CommandContext {
   printJson(value: unknown): void {
     this.out.write(`${JSON.stringify(value, null, 2)}\n`);
   }
+
+  /** One compact object on one line (NDJSON): for output that repeats, read line by line. */
+  printJsonLine(value: unknown): void {
+    this.out.write(`${JSON.stringify(value)}\n`);
+  }
 }

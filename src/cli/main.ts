@@ -27,10 +27,10 @@ function report(error: unknown): number {
     return ExitCode.usage;
   }
   if (error instanceof CommanderError) {
-    // commander has already printed its message; help and version are not failures.
-    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') {
-      return ExitCode.ok;
-    }
+    // commander has already printed its message. Help asked for (--help, `effects help`) and
+    // --version exit 0; help shown because something was missing (`commander.help` with a
+    // non-zero code) is a usage error, turned into one in program.ts.
+    if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version') return ExitCode.ok;
     return error.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
   }
   if (error instanceof EffectsError) {

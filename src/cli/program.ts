@@ -63,7 +63,31 @@ Examples:
   registerResume(program, setExitCode);
   registerRamp(program);
   registerOps(program);
+  refuseMissingSubcommands(program);
   return program;
+}
+
+/**
+ * commander answers a command group run without its subcommand (`effects poison`) with the group's
+ * help on stderr and exit 1, which reads as a runtime failure. Like git or kubectl, it is a usage
+ * error (exit 2), with an `error:` line that says what was expected.
+ */
+function refuseMissingSubcommands(command: Command): void {
+  const subcommands = command.commands.filter((c) => c.name() !== 'help');
+  if (subcommands.length === 0) return;
+  for (const sub of subcommands) refuseMissingSubcommands(sub);
+  const path = (c: Command | null): string => (c ? [path(c.parent), c.name()].filter(Boolean).join(' ') : '');
+  command.exitOverride((error) => {
+    if (error.code !== 'commander.help' || error.exitCode === 0) throw error;
+    // `effects help nosuch` ends here too, with the unknown name as its last word.
+    const unknown = command.args.at(-1);
+    throw new UsageError(
+      unknown === undefined
+        ? `missing subcommand: '${path(command)}' expects one of: ${subcommands.map((c) => c.name()).join(', ')}.`
+        : `unknown command '${unknown}'.`,
+      `See \`${path(command)} --help\`.`,
+    );
+  });
 }
 
 /**

@@ -18,19 +18,48 @@ export function parseDuration(text: string, flag = 'duration'): number {
 }
 
 /**
+ * ISO 8601 as operators type it: a date, optionally a time (T or a space, minutes, seconds,
+ * fractions) and a zone (Z, +HH:MM, +HHMM, +HH). No zone: a date alone is UTC and a date with a
+ * time is local, as in JavaScript.
+ */
+const ISO_TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?(Z|([+-])(\d{2})(?::?(\d{2}))?)?)?$/i;
+
+/**
  * Parses a point in time: a duration means "that long before now", anything else must be an
  * ISO-8601 timestamp. Returns epoch milliseconds.
  */
 export function parseTime(text: string, flag = 'time', now = Date.now()): number {
   const trimmed = String(text).trim();
   if (DURATION.test(trimmed)) return now - parseDuration(trimmed, flag);
-  if (/^\d{4}-\d{2}-\d{2}/.test(trimmed)) {
-    const at = Date.parse(trimmed);
-    if (!Number.isNaN(at)) return at;
-  }
+  const match = ISO_TIMESTAMP.exec(trimmed);
+  const at = match ? isoTime(match) : undefined;
+  if (at !== undefined) return at;
   throw new UsageError(
-    `Invalid ${flag} "${text}": expected a duration before now (90s, 15m, 2h, 3d) or an ISO-8601 timestamp (2026-11-26T09:00:00Z)`,
+    `Invalid ${flag} "${text}": ${match ? 'no such date or time; ' : ''}expected a duration before now (90s, 15m, 2h, 3d) or an ISO-8601 timestamp (2026-11-26T09:00:00Z)`,
   );
+}
+
+/**
+ * The instant a well-formed timestamp names, or undefined when its fields name none (February 31,
+ * 24:00, +25:00). Date.parse would roll 2026-02-31 over to March 3 and act on the wrong window.
+ */
+function isoTime(match: RegExpExecArray): number | undefined {
+  const [, y, mo, d, h, mi = '0', s = '0', fraction = '', zone, sign, oh = '0', om = '0'] = match;
+  const fields = [y, mo, d, h ?? '0', mi, s].map(Number);
+  const [year, month, day, hour, minute, second] = fields;
+  const ms = Number(fraction.padEnd(3, '0').slice(0, 3));
+  if (hour > 23 || minute > 59 || second > 59 || Number(oh) > 23 || Number(om) > 59) return undefined;
+  // The calendar check: a day or month out of range comes back as other fields.
+  const utc = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
+  utc.setUTCFullYear(year); // Date.UTC reads years 0-99 as 1900-1999
+  const back = [utc.getUTCFullYear(), utc.getUTCMonth() + 1, utc.getUTCDate(), utc.getUTCHours(), utc.getUTCMinutes(), utc.getUTCSeconds()];
+  if (back.some((value, i) => value !== fields[i])) return undefined;
+  if (zone === undefined && h !== undefined) {
+    return new Date(year, month - 1, day, hour, minute, second, ms).getTime();
+  }
+  const offsetMinutes = sign ? (sign === '-' ? -1 : 1) * (Number(oh) * 60 + Number(om)) : 0;
+  return utc.getTime() - offsetMinutes * 60_000;
 }
 
 /** Parses a rate such as `50`, `50/s` or `600/m` into jobs per second. */

@@ -56,8 +56,11 @@ export async function compileFilter(
   if (filter.since !== undefined && filter.since > now) {
     throw new UsageError(`--since is in the future (${new Date(filter.since).toISOString()}); expected a time before now, such as 2h or an ISO timestamp.`);
   }
-  if (filter.since !== undefined && filter.until !== undefined && filter.since > filter.until) {
-    throw new UsageError('--since is after --until; expected --since to be the earlier time.');
+  // Equal times leave a window of one millisecond: a mistake to report, not "nothing matched".
+  if (filter.since !== undefined && filter.until !== undefined && filter.since >= filter.until) {
+    throw new UsageError(
+      `--since ${new Date(filter.since).toISOString()} is not before --until ${new Date(filter.until).toISOString()}; expected --since to be the earlier time.`,
+    );
   }
   if (filter.minAttempts !== undefined && !(Number.isInteger(filter.minAttempts) && filter.minAttempts >= 0)) {
     throw new UsageError(`--min-attempts must be a whole number of attempts, got ${filter.minAttempts}.`);

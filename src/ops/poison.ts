@@ -233,12 +233,19 @@ export interface PoisonDetail {
   replayCount: number;
   /** Lines the task wrote with `job.log`, oldest first (at most 50). */
   logs: string[];
-  /** The ledger row this job runs, when it has one and the database answered. */
-  ledger: LedgerRow | null;
+  /** The ledger row this job runs, when it has one and the database answered; times in epoch ms. */
+  ledger: LedgerRowView | null;
   /** Why `ledger` is null. */
   ledgerNote: string | null;
   opts: Record<string, unknown>;
 }
+
+/** A ledger row as the operator API and `--json` give it: every time in epoch ms, as BullMQ's. */
+export type LedgerRowView = { [K in keyof LedgerRow]: EpochMs<LedgerRow[K]> };
+type EpochMs<T> = T extends Date ? number : T;
+
+const ledgerRowView = (row: LedgerRow): LedgerRowView =>
+  Object.fromEntries(Object.entries(row).map(([key, value]) => [key, value instanceof Date ? value.getTime() : value])) as LedgerRowView;
 
 /** Everything about one job. An unknown queue is a usage error; an unknown job id a NotFoundError (exit 1). */
 export async function showPoison(
@@ -298,7 +305,7 @@ async function ledgerRowOf(
   queue: string,
   jobId: string,
   data: unknown,
-): Promise<{ ledger: LedgerRow | null; note: string | null }> {
+): Promise<{ ledger: LedgerRowView | null; note: string | null }> {
   const rowId = rowIdFromJobId(jobId);
   const task = data as { event?: unknown; id?: unknown } | null;
   const isTask = task !== null && typeof task === 'object' && typeof task.event === 'string' && task.id !== undefined;
@@ -308,7 +315,7 @@ async function ledgerRowOf(
     const row = rowId
       ? (await runtime.ledger.findByIds([rowId])).get(rowId)
       : (await runtime.ledger.findByEvent(task!.event as string, String(task!.id), queue)).at(-1);
-    return row ? { ledger: row, note: null } : { ledger: null, note: 'no ledger row for this job' };
+    return row ? { ledger: ledgerRowView(row), note: null } : { ledger: null, note: 'no ledger row for this job' };
   } catch (error) {
     return { ledger: null, note: `ledger not readable: ${(error as Error).message}` };
   }

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
-import { ConnectionError, UsageError } from '../core/errors.js';
+import { assertRedisUrl } from '../config/connection-urls.js';
+import { ConnectionError } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 
 export type { Redis };
@@ -9,24 +10,16 @@ export type { Redis };
  * fails a command just because the server is briefly away, which BullMQ workers require.
  */
 export function createRedis(url: string): Redis {
-  let redis: Redis;
-  try {
-    redis = new Redis(url, {
-      maxRetriesPerRequest: null,
-      enableReadyCheck: true,
-      connectTimeout: 4000,
-      // A server that accepted the socket but never answers would otherwise hold the process for 2 s
-      // more after disconnect(), and the CLI must give up on an unreachable Redis within 5 s.
-      disconnectTimeout: 200,
-      retryStrategy: (times) => Math.min(200 * times, 2000),
-    });
-  } catch (error) {
-    // ioredis throws a bare TypeError ("Invalid URL") for a malformed URL: say which setting is wrong.
-    throw new UsageError(
-      `Not a Redis URL: ${redactUrl(url)} (${(error as Error).message}).`,
-      'Expected redis://[:password@]host[:port][/db], or rediss:// for TLS. Check --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.',
-    );
-  }
+  assertRedisUrl(url);
+  const redis = new Redis(url, {
+    maxRetriesPerRequest: null,
+    enableReadyCheck: true,
+    connectTimeout: 4000,
+    // A server that accepted the socket but never answers would otherwise hold the process for 2 s
+    // more after disconnect(), and the CLI must give up on an unreachable Redis within 5 s.
+    disconnectTimeout: 200,
+    retryStrategy: (times) => Math.min(200 * times, 2000),
+  });
   // Errors are reported by whoever awaits a command; an unhandled 'error' event would crash.
   redis.on('error', () => {});
   return redis;

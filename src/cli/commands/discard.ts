@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { ExitCode } from '../../core/errors.js';
 import { discard, type DiscardOptions, type DiscardResult } from '../../ops/discard.js';
-import { renderPlan, runBulk } from '../bulk-command.js';
+import { renderPlan, runBulk, type Recorded } from '../bulk-command.js';
 import { CommandContext } from '../context.js';
 import { addJobFilterOptions, jobFilterFrom } from '../job-filter-options.js';
 import { positiveIntArg } from '../parsers.js';
@@ -60,7 +60,7 @@ Examples:
     });
 }
 
-function render(result: DiscardResult & { operationId?: string }, ctx: CommandContext): string {
+function render(result: Recorded<DiscardResult>, ctx: CommandContext): string {
   const { chalk } = ctx;
   if (result.matched === 0) return 'No failed jobs match: nothing discarded.';
   const lines = [

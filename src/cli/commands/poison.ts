@@ -163,7 +163,7 @@ function renderDetail(d: PoisonDetail, ctx: CommandContext): string {
     lines.push(
       chalk.bold('ledger row'),
       `  id ${l.id}  effect ${l.effect}  event ${l.event} ${l.eventId}  status ${l.status}  attempts ${l.attempts}  replays ${l.replayCount}`,
-      `  created ${l.createdAt.toISOString()}  updated ${l.updatedAt.toISOString()}${l.lastError ? `\n  last error ${l.lastError}` : ''}`,
+      `  created ${new Date(l.createdAt).toISOString()}  updated ${new Date(l.updatedAt).toISOString()}${l.lastError ? `\n  last error ${l.lastError}` : ''}`,
       '',
     );
   } else {

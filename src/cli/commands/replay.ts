@@ -3,7 +3,7 @@ import { formatDuration } from '../../core/duration.js';
 import { ExitCode } from '../../core/errors.js';
 import { BRAKE_DEFAULTS, type BrakeReport } from '../../ops/brake.js';
 import { replay, type ReplayOptions, type ReplayResult } from '../../ops/replay.js';
-import { renderPlan, runBulk } from '../bulk-command.js';
+import { renderPlan, runBulk, type Recorded } from '../bulk-command.js';
 import { CommandContext } from '../context.js';
 import { addJobFilterOptions, jobFilterFrom } from '../job-filter-options.js';
 import { durationArg, positiveIntArg, rateArg, ratioArg } from '../parsers.js';
@@ -82,7 +82,7 @@ Examples:
     });
 }
 
-function render(result: ReplayResult & { operationId?: string }, ctx: CommandContext): string {
+function render(result: Recorded<ReplayResult>, ctx: CommandContext): string {
   const { chalk } = ctx;
   if (result.matched === 0) return 'No failed jobs match: nothing replayed.';
   const lines = [

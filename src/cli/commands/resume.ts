@@ -114,6 +114,7 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
           ctx.printJson({
             outcome,
             operationId: started.operationId,
+            auditSkipped: started.auditSkipped,
             replaced: started.replaced?.id ?? null,
             warnings: started.warnings,
             ramp: status,

@@ -10,14 +10,18 @@ export function registerStatus(program: Command): void {
   program
     .command('status')
     .description('one row per queue: depths, poison pills, limits, oldest waiting job; ledger counts')
-    .option('--watch [interval]', 'refresh until Ctrl-C (default every 2s)')
+    .option('--watch [interval]', 'refresh until Ctrl-C (default every 2s); with --json, NDJSON')
     .addHelpText(
       'after',
       `
+With --watch --json, each refresh prints one compact JSON object per line (NDJSON), so line
+readers and \`jq -c\` can follow it.
+
 Examples:
   $ effects status
   $ effects status --json | jq '.queues[] | select(.poison > 0)'
-  $ effects status --watch 5s`,
+  $ effects status --watch 5s
+  $ effects status --watch 10s --json | jq -c '{poison: [.queues[].poison] | add}'`,
     )
     .action(async (opts, command: Command) => {
       const ctx = await CommandContext.from(command);
@@ -33,7 +37,7 @@ Examples:
         process.once('SIGINT', () => (stopped = true));
         while (!stopped) {
           const report = await getStatus(runtime);
-          if (ctx.json) ctx.printJson(toJson(report));
+          if (ctx.json) ctx.printJsonLine(toJson(report));
           else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
           await new Promise((resolve) => setTimeout(resolve, everyMs));
         }
