@@ -39,7 +39,7 @@ export { limitAt, rateAt, rateWindow, buildPlan, type RampPlan, type RampCurve }
 export { applyRamp, type RampTick } from './ramp/apply.js';
 export { startRampTicker, type RampTicker } from './ramp/ticker.js';
 export { wakeWorkers } from './queue/wake.js';
-export { listPoison, showPoison, type PoisonListOptions, type PoisonList, type PoisonJob, type PoisonDetail, type ErrorGroup } from './ops/poison.js';
+export { listPoison, showPoison, type PoisonListOptions, type PoisonList, type PoisonJob, type PoisonDetail, type LedgerRowView, type ErrorGroup } from './ops/poison.js';
 export { replay, type ReplayOptions, type ReplayResult } from './ops/replay.js';
 export { discard, type DiscardOptions, type DiscardResult } from './ops/discard.js';
 export type { JobFilter } from './ops/job-filter.js';

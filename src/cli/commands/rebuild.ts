@@ -89,7 +89,8 @@ Examples:
 
 function print(ctx: CommandContext, result: RebuildResult & { operationId?: string }, rate?: number): void {
   if (ctx.json) {
-    ctx.printJson(result);
+    // As replay and discard: the key is always there, null when nothing was recorded (a dry run).
+    ctx.printJson({ ...result, operationId: result.operationId ?? null });
     return;
   }
   const { chalk } = ctx;
