@@ -111,6 +111,10 @@ describe('rebuild', () => {
 
     const second = JSON.parse((await cli(['rebuild', '--since', '1h', '--yes', '--json'])).stdout);
     expect(second).toMatchObject({ scanned: 120, enqueued: 0, alreadyQueued: 120, restored: [] });
+    expect(second.operationId).toMatch(/^[0-9a-f-]{36}$/);
+    // A dry run records nothing, and says so with the key still there.
+    const dryRun = JSON.parse((await cli(['rebuild', '--since', '1h', '--dry-run', '--json'])).stdout);
+    expect(dryRun).toMatchObject({ scanned: 120, enqueued: 0, dryRun: true, operationId: null });
 
     await crm.resume();
     await crm.close();
