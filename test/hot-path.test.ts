@@ -33,6 +33,29 @@ describe("the worker's ledger connection", () => {
     await services?.cleanup();
   });
 
+  it('has the server cancel a statement stuck on a lock, so no backend is left waiting on it', async () => {
+    const [row] = await services.db
+      .withSchema(services.schema)
+      .table('ledger')
+      .insert({ event: 'order_placed', event_id: 'o-2', effect: 'send-email' })
+      .returning('id');
+    const lockedId = String(row.id);
+    const direct = new LedgerHotPath(services.databaseUrl, services.schema, { queryTimeoutMs: 500 });
+    const holder = await services.db.transaction();
+    try {
+      await holder.withSchema(services.schema).table('ledger').where({ id: lockedId }).forUpdate();
+      // 57014 comes from the server (statement_timeout); the client's own timeout would say
+      // "Query read timeout" and leave the backend waiting for the lock.
+      await expect(direct.markDoneAndFind([lockedId], [])).rejects.toMatchObject({ code: '57014' });
+    } finally {
+      await holder.rollback();
+    }
+    await direct.markDoneAndFind([lockedId], []);
+    await direct.close();
+    const done = await services.db.withSchema(services.schema).table('ledger').where({ id: lockedId }).first();
+    expect(done.status).toBe('done');
+  });
+
   it('gives up on a connection that goes silent and carries on over a new one', async () => {
     expect((await hotPath.markDoneAndFind([], [rowId])).get(rowId)?.status).toBe('pending');
     proxy.silenceOpenConnections();

@@ -10,9 +10,10 @@ export interface LedgerHotPathOptions {
    */
   preparedStatements?: boolean;
   /**
-   * How long the statement may go unanswered before its connection is dropped and the statement
-   * retried on a new one: a connection that died without a word (a failover, a dropped NAT entry)
-   * would otherwise hold every job until the OS gives up on it. @defaultValue 10000
+   * How long the statement may run. The server cancels it then (a statement waiting on a lock does
+   * not keep its backend busy), and a second later the client drops the connection and retries on a
+   * new one: a connection that died without a word (a failover, a dropped NAT entry) would otherwise
+   * hold every job until the OS gives up on it. @defaultValue 10000
    */
   queryTimeoutMs?: number;
 }
@@ -36,11 +37,15 @@ export class LedgerHotPath {
   constructor(databaseUrl: string, schema: string, options: LedgerHotPathOptions = {}) {
     // One connection: the batcher keeps one statement in flight, and joins what arrives meanwhile
     // to the next one. 3 s to connect, as the knex pool, so an unreachable server is reported fast.
+    const timeoutMs = options.queryTimeoutMs ?? 10_000;
     this.pool = new pg.Pool({
       connectionString: databaseUrl,
       max: 1,
       connectionTimeoutMillis: 3000,
-      query_timeout: options.queryTimeoutMs ?? 10_000,
+      query_timeout: timeoutMs + 1000,
+      // Start-up parameters, which PgBouncer refuses: sent only where prepared statements are, on a
+      // direct connection.
+      ...(options.preparedStatements === false ? {} : { statement_timeout: timeoutMs }),
       keepAlive: true,
       keepAliveInitialDelayMillis: 10_000,
     });
@@ -68,16 +73,9 @@ export class LedgerHotPath {
     const found = new Map<string, LedgerCheck>();
     if (doneIds.length === 0 && findIds.length === 0) return found;
     type Found = Pick<DbLedgerRow, 'id' | 'event' | 'event_id' | 'effect' | 'status'>;
-    const client = await this.pool.connect();
-    let result: pg.QueryResult<Found>;
-    try {
-      result = await client.query<Found>({ ...this.query, values: [doneIds, findIds] });
-    } catch (error) {
-      // A connection whose statement timed out may still be running it, or be dead: never reuse it.
-      client.release(error as Error);
-      throw error;
-    }
-    client.release();
+    // On any error (the query timeout included) the pool drops the connection rather than reuse it:
+    // one whose statement timed out may still be running it, or be dead.
+    const result = await this.pool.query<Found>({ ...this.query, values: [doneIds, findIds] });
     for (const row of result.rows) {
       const id = String(row.id);
       found.set(id, { id, event: row.event, eventId: row.event_id, effect: row.effect, status: row.status });

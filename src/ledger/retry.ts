@@ -1,8 +1,11 @@
 import pRetry from 'p-retry';
 import type { Logger } from '../core/logger.js';
 
-/** SQLSTATE classes and driver errors that mean "the server went away", not "the query is wrong". */
-const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57P01', '57P02', '57P03']);
+/**
+ * SQLSTATE classes and driver errors that mean "the server went away" or "not now" (57014: a
+ * statement timeout, as when a migration holds the table), not "the query is wrong".
+ */
+const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57014', '57P01', '57P02', '57P03']);
 
 export function isTransientDbError(error: unknown): boolean {
   const e = error as { code?: string; name?: string; message?: string };
