@@ -27,11 +27,13 @@ export { pauseQueues, resumeQueues, type PauseOptions, type PauseResult, type Re
 export {
   startRamp,
   getRampStatus,
+  getRampSummary,
   cancelRamp,
   type StartRampOptions,
   type StartRampResult,
   type RampStatus,
   type RampQueueStatus,
+  type RampSummary,
   type CancelRampOptions,
   type CancelRampResult,
 } from './ops/ramp.js';

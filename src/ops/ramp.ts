@@ -235,7 +235,6 @@ export async function getRampStatus(runtime: Runtime, options: { now?: number } 
       };
     }),
   );
-  const hold = isHolding(plan) ? plan.holds.at(-1)! : null;
   const end = endsAt(plan, at);
   return {
     active: Boolean(active),
@@ -244,11 +243,45 @@ export async function getRampStatus(runtime: Runtime, options: { now?: number } 
     progress: planProgress(plan, at),
     endsAt: end,
     etaMs: active ? Math.max(0, end - now) : 0,
-    holding: hold ? { since: hold.start, reason: hold.reason } : null,
+    holding: holdingOf(plan),
     failureRate: plan.lastCheck ? failureRate(plan, plan.lastCheck) : null,
     queues,
     applier,
   };
+}
+
+/** What `effects status` shows of a ramp in progress. */
+export interface RampSummary {
+  /** 0..1 of the plan's length, not counting time held. */
+  progress: number;
+  endsAt: number;
+  etaMs: number;
+  /** Why it is not rising, while it holds. */
+  holding: { since: number; reason: string } | null;
+  /** Each ramped queue's jobs per second now, and at the end of its ramp. */
+  queues: Array<{ name: string; rate: number; to: number }>;
+}
+
+/**
+ * The active ramp as `effects status` summarises it, or null when none runs: read from the plan
+ * alone, without getRampStatus's reads of every ramped queue's limits and paused state.
+ */
+export async function getRampSummary(runtime: Runtime, now = Date.now()): Promise<RampSummary | null> {
+  const plan = await new RampStore(runtime.redis, runtime.settings.prefix).read();
+  if (!plan) return null;
+  const end = endsAt(plan, now);
+  return {
+    progress: planProgress(plan, now),
+    endsAt: end,
+    etaMs: Math.max(0, end - now),
+    holding: holdingOf(plan),
+    queues: plan.queues.map((queue) => ({ name: queue.name, rate: limitAt(plan, queue, now).rate, to: queue.to })),
+  };
+}
+
+function holdingOf(plan: RampPlan): RampSummary['holding'] {
+  const hold = isHolding(plan) ? plan.holds.at(-1)! : null;
+  return hold ? { since: hold.start, reason: hold.reason } : null;
 }
 
 export interface CancelRampOptions {

@@ -1,7 +1,7 @@
 import type { Runtime } from '../core/runtime.js';
 import type { EffectCounts } from '../ledger/ledger.js';
 import { listOperations, type OperationView } from './audit.js';
-import { getRampStatus } from './ramp.js';
+import { getRampSummary, type RampSummary } from './ramp.js';
 import { discoverQueues } from '../queue/discover.js';
 import { redisKeys } from '../queue/keys.js';
 import { countPoison } from '../queue/poison-scan.js';
@@ -33,17 +33,6 @@ export interface StatusReport {
   ramp: RampSummary | null;
 }
 
-export interface RampSummary {
-  /** 0..1 of the plan's length, not counting time held. */
-  progress: number;
-  endsAt: number;
-  etaMs: number;
-  /** Why it is not rising, while it holds. */
-  holding: { since: number; reason: string } | null;
-  /** Each ramped queue's jobs per second now, and at the end of its ramp. */
-  queues: Array<{ name: string; rate: number; to: number }>;
-}
-
 /** How many operations `status` shows. */
 const RECENT_OPERATIONS = 5;
 
@@ -60,19 +49,7 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
         listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
       ])
     : [null, null];
-  return { queues, ledger, recentOperations, ramp: await rampSummary(runtime, now) };
-}
-
-async function rampSummary(runtime: Runtime, now: number): Promise<RampSummary | null> {
-  const ramp = await getRampStatus(runtime, { now });
-  if (!ramp.active || ramp.endsAt === null || ramp.etaMs === null) return null;
-  return {
-    progress: ramp.progress,
-    endsAt: ramp.endsAt,
-    etaMs: ramp.etaMs,
-    holding: ramp.holding,
-    queues: ramp.queues.map((q) => ({ name: q.name, rate: q.rate, to: q.to })),
-  };
+  return { queues, ledger, recentOperations, ramp: await getRampSummary(runtime, now) };
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { getStatus, type RampSummary, type StatusReport } from '../../ops/status.js';
+import type { RampSummary } from '../../ops/ramp.js';
+import { getStatus, type StatusReport } from '../../ops/status.js';
 import { CommandContext } from '../context.js';
 import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
