@@ -1,15 +1,13 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PoisonAlerter } from '../src/alerts/webhook.js';
 import type { PoisonAlert } from '../src/alerts/poison-message.js';
-import { createLogger } from '../src/core/logger.js';
 import { Runtime } from '../src/core/runtime.js';
 import { createEffects, defineEffect, type EffectsConfig } from '../src/index.js';
 import { redisKeys } from '../src/queue/keys.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
-import { setupServices, waitFor, type TestServices } from './helpers.js';
+import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
 
 interface Received {
   path: string;
@@ -46,18 +44,6 @@ async function startReceiver() {
         server.close(() => resolve());
       }),
   };
-}
-
-/** A logger whose JSON lines land in an array, to read what was logged. */
-function captureLogger() {
-  const lines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(...String(chunk).split('\n').filter(Boolean));
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ destination, level: 'debug', pretty: false }) };
 }
 
 const FAST_RETRIES = { minRetryDelayMs: 20, maxRetryDelayMs: 100 };

@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
-import { setupServices, waitFor, type TestServices } from './helpers.js';
+import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
 
 describe('emit → worker → done', () => {
   let services: TestServices;
@@ -139,6 +139,26 @@ describe('emit → worker → done', () => {
     expect(crm.attempts).toBe(1);
     expect(keys.get('notify-crm:flaky:1')).toBeDefined();
     expect(keys.get('notify-crm:flaky:2')).toBe(keys.get('notify-crm:flaky:1'));
+  });
+
+  it('leaves what a transaction commits after close() to the scheduler, and refuses emit after close()', async () => {
+    const { lines, logger } = captureLogger();
+    const closing = createEffects(
+      { effects: definitions },
+      { logger, flags: { redis: services.redisUrl, db: services.databaseUrl, prefix: services.prefix, schema: services.schema } },
+    );
+    const trx = await services.db.transaction();
+    const { ledgerIds } = await closing.emit('order_placed', 'committed-after-close', { trx });
+    await closing.close();
+    await trx.commit();
+    await settle();
+    // Owed and kept: pending for the scheduler's rebuild, not pushed over connections reopened
+    // after close() (which nothing would close again).
+    expect((await ledgerRows('committed-after-close')).map((r) => r.status)).toEqual(['pending', 'pending']);
+    expect(await jobsFor('committed-after-close')).toEqual([]);
+    const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the transaction ended'));
+    expect(warning?.ledgerIds).toEqual(ledgerIds);
+    await expect(closing.emit('order_placed', 'too-late')).rejects.toThrow(/after close/);
   });
 
   it('emits nothing for an event no effect subscribes to', async () => {

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import { validateConfig } from '../config/schema.js';
 import { resolveSettings, type ConnectionFlags } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
+import { withDbRetry } from '../ledger/retry.js';
 import { pushRows, type PushableRow } from '../queue/push.js';
 import type { Logger } from './logger.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
@@ -24,7 +25,11 @@ export interface Effects {
    * is logged, not thrown: the rows stay pending and the scheduler's rebuild enqueues them.
    */
   emit(event: string, id: string | number, options?: EmitOptions): Promise<EmitResult>;
-  /** Waits for pushes still in flight, then closes the connections this object opened. */
+  /**
+   * Waits for pushes still in flight (at most the push timeout), then closes the connections this
+   * object opened. `emit` throws afterwards; rows of a transaction that commits later stay pending
+   * for the scheduler's rebuild.
+   */
   close(): Promise<void>;
   readonly runtime: Runtime;
 }
@@ -75,30 +80,45 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     await pushRows(runtime, rows);
     log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed');
   };
+  /** Set by close(): emit refuses. */
+  let closing = false;
+  /** Set once the connections are closed: a push now would reopen them, and leak them. */
+  let closed = false;
+  const leftToScheduler = (ledgerIds: string[]) =>
+    log.warn({ ledgerIds }, 'closed before the transaction ended; what it committed stays pending for the scheduler');
   /**
    * Pushes what the transaction committed. Only the outermost transaction commits (a savepoint's
-   * release does not), and knex resolves rather than rejects on an explicit `trx.rollback()`, so
-   * the rows are read back: what is not there was rolled back and is owed by no one.
+   * release does not), and its outcome is read back from the ledger rather than taken from knex:
+   * knex resolves on an explicit `trx.rollback()`, and a commit whose reply was lost rejects although
+   * the rows are there. What is not there was rolled back and is owed by no one.
    */
   const pushAfterCommit = async (trx: Knex.Transaction, rows: readonly PushableRow[]) => {
     let outermost = trx;
     while (outermost.parentTransaction) outermost = outermost.parentTransaction;
-    const settled = await outermost.executionPromise.then(
-      () => 'resolved',
-      () => 'rejected',
-    );
-    const kept = settled === 'resolved' ? await runtime.ledger.findByIds(rows.map((r) => r.id)) : new Map();
-    const owed = rows.filter((r) => kept.has(r.id));
-    if (owed.length < rows.length) {
-      const ledgerIds = rows.filter((r) => !kept.has(r.id)).map((r) => r.id);
-      log.debug({ ledgerIds }, 'transaction rolled back; nothing to push');
+    await outermost.executionPromise.catch(() => {});
+    const ledgerIds = rows.map((r) => r.id);
+    if (closed) return leftToScheduler(ledgerIds);
+    let owed: readonly PushableRow[] = rows;
+    try {
+      const kept = await withDbRetry(() => runtime.ledger.findByIds(ledgerIds), log, 'read-back after commit');
+      owed = rows.filter((r) => kept.has(r.id));
+      if (owed.length < rows.length) {
+        log.debug({ ledgerIds: ledgerIds.filter((id) => !kept.has(id)) }, 'transaction rolled back; nothing to push');
+      }
+    } catch (error) {
+      // Outcome unknown: push them all. The worker skips a job whose row does not exist, and row ids
+      // are never reused.
+      log.warn({ err: { message: (error as Error).message }, ledgerIds }, 'cannot read back what the transaction kept; pushing every row');
     }
-    if (owed.length > 0) await push(owed);
+    if (owed.length === 0) return;
+    if (closed) return leftToScheduler(ledgerIds);
+    await push(owed);
   };
 
   return {
     runtime,
     async emit(event, rawId, { trx } = {}) {
+      if (closing) throw new Error('emit() after close(): create a new effects object');
       const id = String(rawId);
       const effects = (runtime.effectsByEvent.get(event) ?? []).map((e) => e.name);
       if (effects.length === 0) {
@@ -114,7 +134,9 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
       return { ledgerIds, effects };
     },
     async close() {
+      closing = true;
       await bounded(Promise.allSettled([...inFlight]));
+      closed = true;
       await runtime.close();
     },
   };
