@@ -2,7 +2,9 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
-import { setupServices, waitFor, type TestServices } from './helpers.js';
+import { LedgerHotPath } from '../src/ledger/hot-path.js';
+import { LedgerBatcher } from '../src/worker/ledger-batcher.js';
+import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
 
 /** What the ledger keeps of failures the database would not take as they are. */
 describe('failure records', () => {
@@ -95,16 +97,37 @@ describe('failure records', () => {
     expect((await row('nul-in-error')).last_error).toBe('upstream said bad\uFFFDbyte');
   });
 
-  it('records the other failures of a batch when the database refuses one of them', async () => {
-    await waitFor(async () => (await row('plain-failure'))?.status === 'failed');
-    expect((await row('plain-failure')).last_error).toBe('crm is down');
-    // The refused one stays pending (the scheduler's rebuild re-drives it) and its job failed with
-    // the effect's own error, not the ledger's.
-    expect((await row('refused-record')).status).toBe('pending');
+  it('records a failure whose text the database refuses without the text, and the job keeps the error', async () => {
+    await waitFor(async () => (await row('refused-record'))?.status === 'failed');
+    // Failed, not left pending: a pending row whose job failed for good is re-driven by every rebuild.
+    expect((await row('refused-record')).last_error).toBe("the error text could not be recorded (SQLSTATE P0001); the job's failedReason has it");
     const queue = new Queue('refused-record', { connection: services.redis, prefix: services.prefix });
     const [job] = await queue.getFailed();
     expect(job.failedReason).toMatch(/^refuse me/);
     await queue.close();
+  });
+
+  it('records the other failures of a batch when the database refuses one of them', async () => {
+    const ids = await services.db
+      .withSchema(services.schema)
+      .table('ledger')
+      .insert(['b-1', 'b-2'].map((id) => ({ event: 'order_placed', event_id: id, effect: 'plain-failure' })))
+      .returning('id');
+    const [refused, fine] = ids.map((r: { id: string }) => String(r.id));
+    const { logger } = captureLogger();
+    const runtime = services.runtime();
+    const batcher = new LedgerBatcher(runtime.ledger, new LedgerHotPath(services.databaseUrl, services.schema), logger);
+    // Asked in the same tick, so both go out in one statement, which the database refuses.
+    await Promise.all([
+      batcher.recordFailure({ id: refused, attempts: 1, error: 'refuse me too', final: true }),
+      batcher.recordFailure({ id: fine, attempts: 1, error: 'timeout talking to the CRM', final: true }),
+    ]);
+    await batcher.close();
+    const rows = await services.db.withSchema(services.schema).table('ledger').whereIn('id', [refused, fine]).orderBy('id');
+    expect(rows.map((r) => [r.status, r.last_error])).toEqual([
+      ['failed', expect.stringMatching(/^the error text could not be recorded/)],
+      ['failed', 'timeout talking to the CRM'],
+    ]);
   });
 
   it('treats an UnrecoverableError from another copy of bullmq as final', async () => {

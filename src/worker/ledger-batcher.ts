@@ -40,19 +40,32 @@ export class LedgerBatcher {
     private readonly hotPath: LedgerHotPath,
     private readonly log: Logger,
   ) {
+    const record = (batch: readonly FailureRecord[]) => withDbRetry(() => ledger.recordFailures(batch), log, 'failure record');
+    /**
+     * A record the database refuses for good (a trigger, a constraint, text it cannot store) is
+     * written again without its error text: a final failure left pending would be re-driven by every
+     * rebuild, and attempts and status matter more than the message, which the job keeps anyway.
+     */
+    const recordWithoutText = async (one: FailureRecord, refusal: unknown) => {
+      const code = (refusal as { code?: string }).code ?? 'unknown';
+      const error = `the error text could not be recorded (SQLSTATE ${code}); the job's failedReason has it`;
+      await record([{ ...one, error }]);
+      return true as const;
+    };
     this.failures = new DataLoader(
       async (records) => {
         try {
-          await withDbRetry(() => ledger.recordFailures(records), log, 'failure record');
+          await record(records);
           return records.map(() => true as const);
         } catch (error) {
           // A database that stayed away fails them all; one record it refuses must not fail the others.
-          if (records.length === 1 || isTransientDbError(error)) return records.map(() => asError(error));
+          if (isTransientDbError(error)) return records.map(() => asError(error));
+          if (records.length === 1) return [await recordWithoutText(records[0], error).catch(asError)];
           return Promise.all(
-            records.map((record) =>
-              withDbRetry(() => ledger.recordFailures([record]), log, 'failure record').then(
+            records.map((one) =>
+              record([one]).then(
                 () => true as const,
-                asError,
+                (refusal) => (isTransientDbError(refusal) ? asError(refusal) : recordWithoutText(one, refusal).catch(asError)),
               ),
             ),
           );
