@@ -80,7 +80,7 @@ describe('pending_since', () => {
     expect(await runtime.ledger.countPending({ since: Date.now() - 3_600_000 })).toBe(1);
   });
 
-  it('migrating a ledger an older release left (001-003, with rows) backfills pending_since from created_at', async () => {
+  it('migrating a ledger an older release left (001-003, with rows) gives pending rows pending_since = created_at', async () => {
     const schema = `${services.schema}_old`;
     const indexes = async () =>
       (await services.db('pg_indexes').where({ schemaname: schema, tablename: 'ledger' }).pluck('indexname')).sort();
@@ -104,10 +104,16 @@ describe('pending_since', () => {
       await expect(refusal).rejects.toThrow('pending: 004_pending_since');
       await expect(refusal).rejects.toMatchObject({ hint: expect.stringContaining('`effects migrate`') });
 
+      const migratedFrom = Date.now();
       expect((await migrate(services.db, schema)).applied).toEqual(['004_pending_since']);
       await assertMigrated(services.db, schema);
-      const rows = await ledger(schema).select(services.db.raw('pending_since = created_at as same'));
-      expect(rows).toEqual(statuses.map(() => ({ same: true })));
+      const rows = await ledger(schema).select('status', services.db.raw('pending_since = created_at as same'), 'pending_since').orderBy('id');
+      // Pending rows, the ones a rebuild reads, keep their emit time; the others the migration's,
+      // which a replay replaces when it makes them pending.
+      expect(rows.map((r) => [r.status, r.same])).toEqual(statuses.map((status) => [status, status === 'pending']));
+      for (const row of rows.filter((r) => r.status !== 'pending')) {
+        expect(row.pending_since.getTime()).toBeGreaterThanOrEqual(migratedFrom - 1000);
+      }
       expect(await indexes()).toEqual(['ledger_by_effect_status', 'ledger_by_event', 'ledger_pending_since', 'ledger_pkey']);
       const [fresh] = await ledger(schema)
         .insert({ event: 'order_placed', event_id: 'new-1', effect: 'notify-crm' })

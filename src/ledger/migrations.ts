@@ -84,16 +84,13 @@ export const migrations: Migration[] = [
     async up(db, schema) {
       // "Pending since T" means since the row last became pending (a replay puts a failed row back),
       // not since it was created: the scheduler's rebuild looks back a day and must find a row
-      // replayed long after its emit. Existing rows get created_at, the best time known for them.
-      // Nullable first, then one update: a default of now() would stamp old rows with today.
-      await db.raw(`alter table ??.ledger add column pending_since timestamptz`, [schema]);
+      // replayed long after its emit. A constant default is stored once, not written into every row
+      // (PostgreSQL 11+), so the column comes without rewriting a large table under its lock; only
+      // pending rows, the ones a rebuild reads, then get their best-known time, created_at. Other rows
+      // keep the migration's time, which matters only once a replay sets it anew.
+      await db.raw(`alter table ??.ledger add column pending_since timestamptz not null default now()`, [schema]);
       await db.raw(`drop index ??.ledger_pending_by_created`, [schema]);
-      await db.raw(`update ??.ledger set pending_since = created_at`, [schema]);
-      await db.raw(
-        `alter table ??.ledger alter column pending_since set default now(), alter column pending_since set not null`,
-        [schema],
-      );
-      // Built after the update, once, instead of maintained row by row during it.
+      await db.raw(`update ??.ledger set pending_since = created_at where status = 'pending'`, [schema]);
       await db.raw(
         `create index ledger_pending_since on ??.ledger (pending_since, id) where status = 'pending'`,
         [schema],
