@@ -33,7 +33,7 @@ interface BulkCommand<R> {
  * confirmation or a progress bar needs the count, ask or require --yes above 100 jobs, then run
  * with a progress bar on a terminal, stopping between batches on the first Ctrl-C (a second one
  * kills the process as usual). `operationId` is null when nothing was recorded (a dry run,
- * --no-ledger, nothing matched), so scripts can read it without checking for the key.
+ * --no-ledger, or a plan that matched nothing), so scripts can read it without checking for the key.
  */
 export async function runBulk<R extends BulkRun>(
   ctx: CommandContext,
