@@ -7,6 +7,7 @@ import { findConfigFile, loadConfigFile } from '../src/config/load.js';
 import { validateConfig } from '../src/config/schema.js';
 import { DEFAULTS, resolveSettings } from '../src/config/settings.js';
 import { ConfigError, ExitCode, UsageError } from '../src/core/errors.js';
+import { createEffects } from '../src/core/effects.js';
 import { DATABASE_URL, ROOT, namespaceFor, runCli } from './helpers.js';
 
 const run = async () => {};
@@ -88,6 +89,17 @@ describe('config validation', () => {
   it('accepts a config that gives only effects', () => {
     const config = validateConfig({ effects: [{ name: 'a', on: 'x', run }] });
     expect(config.effects.map((e) => e.name)).toEqual(['a']);
+  });
+});
+
+describe('createEffects', () => {
+  it('refuses a connection setting that is not a URL when it is created, not at the first emit', () => {
+    const effects = [{ name: 'send-email', on: 'order_placed', run() {} }];
+    expect(() => createEffects({ effects }, { flags: { redis: 'cache.internal:6379' } })).toThrow(UsageError);
+    expect(() => createEffects({ effects }, { flags: { redis: 'cache.internal:6379' } })).toThrow(/Not a Redis URL: cache\.internal:6379/);
+    // The password never shows, even in a value that is not a URL.
+    expect(() => createEffects({ effects }, { flags: { db: 'app:s3cret@db.internal/app' } })).toThrow(/Not a PostgreSQL URL/);
+    expect(() => createEffects({ effects }, { flags: { db: 'app:s3cret@db.internal/app' } })).not.toThrow(/s3cret/);
   });
 });
 
