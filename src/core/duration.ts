@@ -62,6 +62,22 @@ function isoTime(match: RegExpExecArray): number | undefined {
   return utc.getTime() - offsetMinutes * 60_000;
 }
 
+/**
+ * An operator's time window, checked the same way by every command that takes one: `--since` not
+ * in the future, and before `--until`. Equal times leave an empty window, a mistake to report rather
+ * than "nothing matched".
+ */
+export function assertTimeWindow(since: number | undefined, until: number | undefined, now = Date.now()): void {
+  if (since !== undefined && since > now) {
+    throw new UsageError(`--since is in the future (${new Date(since).toISOString()}); expected a time before now, such as 2h or an ISO timestamp.`);
+  }
+  if (since !== undefined && until !== undefined && since >= until) {
+    throw new UsageError(
+      `--since ${new Date(since).toISOString()} is not before --until ${new Date(until).toISOString()}; expected --since to be the earlier time.`,
+    );
+  }
+}
+
 /** Parses a rate such as `50`, `50/s` or `600/m` into jobs per second. */
 export function parseRate(text: string, flag = '--rate'): number {
   const match = /^(\d+(?:\.\d+)?)(?:\/(s|m|h))?$/.exec(String(text).trim());

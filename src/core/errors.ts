@@ -56,3 +56,8 @@ export class NotMigratedError extends EffectsError {}
 
 /** A job, queue or ledger row named by the operator does not exist. */
 export class NotFoundError extends EffectsError {}
+
+/** What was thrown, as an Error: effects and drivers may throw anything. */
+export function asError(thrown: unknown): Error {
+  return thrown instanceof Error ? thrown : new Error(String(thrown));
+}

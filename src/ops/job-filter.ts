@@ -1,4 +1,5 @@
 import type { Runtime } from '../core/runtime.js';
+import { assertTimeWindow } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
 import { readJobs, scanJobSet, type ScanOptions, type ScannedJob, type ScannedSet } from '../queue/job-scan.js';
 import { redisKeys } from '../queue/keys.js';
@@ -53,15 +54,7 @@ export async function compileFilter(
   options: { now?: number; defaultMinAttempts?: number } = {},
 ): Promise<CompiledFilter> {
   const now = options.now ?? Date.now();
-  if (filter.since !== undefined && filter.since > now) {
-    throw new UsageError(`--since is in the future (${new Date(filter.since).toISOString()}); expected a time before now, such as 2h or an ISO timestamp.`);
-  }
-  // Equal times leave a window of one millisecond: a mistake to report, not "nothing matched".
-  if (filter.since !== undefined && filter.until !== undefined && filter.since >= filter.until) {
-    throw new UsageError(
-      `--since ${new Date(filter.since).toISOString()} is not before --until ${new Date(filter.until).toISOString()}; expected --since to be the earlier time.`,
-    );
-  }
+  assertTimeWindow(filter.since, filter.until, now);
   if (filter.minAttempts !== undefined && !(Number.isInteger(filter.minAttempts) && filter.minAttempts >= 0)) {
     throw new UsageError(`--min-attempts must be a whole number of attempts, got ${filter.minAttempts}.`);
   }

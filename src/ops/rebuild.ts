@@ -1,4 +1,5 @@
 import type { Runtime } from '../core/runtime.js';
+import { assertTimeWindow } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
 import { chunkSizeForRate, TokenBucket } from '../core/token-bucket.js';
 import { assertMigrated } from '../ledger/migrate.js';
@@ -97,14 +98,7 @@ export async function rebuild(
 function checkWindow(options: RebuildOptions, now = Date.now()): { since: number; until: number } {
   const until = options.until ?? now;
   if (!Number.isFinite(options.since)) throw new UsageError('--since is required: a duration before now (3h) or an ISO timestamp.');
-  if (options.since > now) {
-    throw new UsageError(`--since ${new Date(options.since).toISOString()} is in the future; expected a time before now.`);
-  }
-  if (options.since >= until) {
-    throw new UsageError(
-      `--since ${new Date(options.since).toISOString()} is not before --until ${new Date(until).toISOString()}; expected since < until.`,
-    );
-  }
+  assertTimeWindow(options.since, until, now);
   if (options.rate !== undefined && !(options.rate > 0)) {
     throw new UsageError(`--rate ${options.rate} is not a positive rate; expected something like 50/s.`);
   }

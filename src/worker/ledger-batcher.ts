@@ -2,6 +2,7 @@ import DataLoader from 'dataloader';
 import type { LedgerHotPath } from '../ledger/hot-path.js';
 import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
 import { isTransientDbError, withDbRetry } from '../ledger/retry.js';
+import { asError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
@@ -142,8 +143,4 @@ function take<T>(queue: Map<string, T>, max: number): Map<string, T> {
     queue.delete(key);
   }
   return taken;
-}
-
-function asError(error: unknown): Error {
-  return error instanceof Error ? error : new Error(String(error));
 }

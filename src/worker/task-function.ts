@@ -1,6 +1,7 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { EffectContext, Task } from '../config/types.js';
+import { asError } from '../core/errors.js';
 import type { Runtime } from '../core/runtime.js';
 import type { LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
@@ -122,7 +123,7 @@ export function createTaskFunction(
       taskLog.info('doing');
       await effect.run(task, ctx);
     } catch (error) {
-      const err = error instanceof Error ? error : new Error(String(error));
+      const err = asError(error);
       const final = attempt >= (job.opts.attempts ?? 1) || isUnrecoverable(err);
       // The job fails with the effect's error whatever happens to its record: BullMQ retries it, and
       // the alert below still goes out.
