@@ -23,7 +23,7 @@ import { resolveSettings } from '../../src/config/settings.js';
 import { validateConfig } from '../../src/config/schema.js';
 import { defineEffect } from '../../src/config/define.js';
 import { migrate } from '../../src/ledger/migrate.js';
-import { applyConfiguredLimits, readLimits } from '../../src/queue/limits.js';
+import { applyLimits, readLimits } from '../../src/queue/limits.js';
 import { jobOptionsFor } from '../../src/queue/queues.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { startRamp } from '../../src/ops/ramp.js';
@@ -114,7 +114,11 @@ export const suite: Suite = {
       progress(`${kind}: enqueueing ${PER_QUEUE} jobs on each of ${QUEUES.join(', ')}`);
       await enqueue();
       const runtime = new Runtime(settings);
-      if (kind === 'naive') for (const effect of settings.effects) await applyConfiguredLimits(runtime.queues, effect);
+      if (kind === 'naive') {
+        for (const effect of settings.effects) {
+          await applyLimits(runtime.queues, effect.name, { concurrency: effect.globalConcurrency ?? null, rateLimit: effect.rateLimit ?? null });
+        }
+      }
       const handle = await startWorker(runtime, { concurrency: CONCURRENCY, startupJitterMs: 0 });
       const plain = new Worker(RAW_QUEUE, () => sleep(JOB_MS), { connection: redis, prefix, concurrency: CONCURRENCY });
       plain.on('error', () => {});

@@ -7,6 +7,7 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { LedgerHotPath } from '../ledger/hot-path.js';
 import { assertMigrated } from '../ledger/migrate.js';
+import { restoreQueueSettings } from '../ops/restore-queues.js';
 import { rowIdFromJobId } from '../queue/keys.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, serveMetrics, type WorkerMetrics } from './metrics.js';
@@ -49,6 +50,10 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const effects = selectEffects(runtime, options.queues);
   await runtime.assertReachable({ redis: true, db: true });
   await assertMigrated(runtime.db, runtime.settings.schema);
+  // Fleet-wide limits live only in Redis: the first worker of a new deploy (or after a wipe) puts the
+  // configured ones in force, rather than waiting for the scheduler's first rebuild.
+  const restored = await restoreQueueSettings(runtime, { queues: effects.map((e) => e.name) });
+  if (restored.length) runtime.logger.info({ restored }, 'applied configured queue settings');
 
   const log = runtime.logger;
   const { databaseUrl, schema, worker: workerSettings } = runtime.settings;

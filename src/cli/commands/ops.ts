@@ -24,7 +24,7 @@ Examples:
     .description('recent operator actions, newest first')
     .option('--limit <n>', 'at most this many (default: 20)', positiveIntArg)
     .option('--since <time>', 'started since: a duration before now (2h) or an ISO timestamp', timeArg)
-    .option('--command <name>', 'only this command: replay, discard, rebuild, pause, resume, ramp ...')
+    .option('--command <name>', 'only this command, exactly: replay, discard, rebuild, pause, resume, "resume --ramp", "ramp cancel"')
     .addHelpText(
       'after',
       `
