@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
+import { freePort } from './servers.js';
 
 describe('emit → worker → done', () => {
   let services: TestServices;
@@ -159,6 +160,23 @@ describe('emit → worker → done', () => {
     const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the transaction ended'));
     expect(warning?.ledgerIds).toEqual(ledgerIds);
     await expect(closing.emit('order_placed', 'too-late')).rejects.toThrow(/after close/);
+  });
+
+  it('close() stops waiting for a database that is away after a commit, and leaves the rows to the scheduler', async () => {
+    const { lines, logger } = captureLogger();
+    // The app's own transaction commits; the read-back of what it kept goes to a port nobody serves.
+    const unreachable = `postgres://postgres@127.0.0.1:${await freePort()}/test`;
+    const away = createEffects(
+      { effects: definitions },
+      { logger, flags: { redis: services.redisUrl, db: unreachable, prefix: services.prefix, schema: services.schema } },
+    );
+    await services.db.transaction(async (trx) => {
+      await away.emit('order_placed', 'read-back-refused', { trx });
+    });
+    await away.close();
+    // The read-back ends with close(), instead of retrying for ~30 s and holding the process open.
+    await waitFor(() => lines.some((l) => l.includes('closed before the transaction ended')), 3000);
+    expect(await jobsFor('read-back-refused')).toEqual([]);
   });
 
   it('emits nothing for an event no effect subscribes to', async () => {

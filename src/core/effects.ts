@@ -89,6 +89,8 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   let closing = false;
   /** Set once the connections are closed: a push now would reopen them, and leak them. */
   let closed = false;
+  /** Aborted by close(): a read-back retrying against a database that is away stops waiting. */
+  const closeAbort = new AbortController();
   const leftToScheduler = (ledgerIds: string[]) =>
     log.warn({ ledgerIds }, 'closed before the transaction ended; what it committed stays pending for the scheduler');
   /**
@@ -105,12 +107,13 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     if (closed) return leftToScheduler(ledgerIds);
     let owed: readonly PushableRow[] = rows;
     try {
-      const kept = await withDbRetry(() => runtime.ledger.findByIds(ledgerIds), log, 'read-back after commit');
+      const kept = await withDbRetry(() => runtime.ledger.findByIds(ledgerIds), log, 'read-back after commit', closeAbort.signal);
       owed = rows.filter((r) => kept.has(r.id));
       if (owed.length < rows.length) {
         log.debug({ ledgerIds: ledgerIds.filter((id) => !kept.has(id)) }, 'transaction rolled back; nothing to push');
       }
     } catch (error) {
+      if (closed) return leftToScheduler(ledgerIds);
       // Outcome unknown: push them all. The worker skips a job whose row does not exist, and row ids
       // are never reused.
       log.warn({ err: { message: (error as Error).message }, ledgerIds }, 'cannot read back what the transaction kept; pushing every row');
@@ -142,6 +145,7 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
       closing = true;
       await bounded(Promise.allSettled([...inFlight]));
       closed = true;
+      closeAbort.abort();
       await runtime.close();
     },
   };

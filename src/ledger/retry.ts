@@ -20,10 +20,11 @@ export function isTransientDbError(error: unknown): boolean {
 
 /**
  * Runs a ledger statement, riding out a PostgreSQL restart or a terminated backend with backoff
- * (about 30 s in all) instead of failing the job that needed it.
+ * (about 30 s in all) instead of failing the job that needed it; `signal` stops the waiting early.
  */
-export function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: string): Promise<T> {
+export function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: string, signal?: AbortSignal): Promise<T> {
   return pRetry(run, {
+    signal,
     retries: 12,
     minTimeout: 100,
     maxTimeout: 5000,
