@@ -1,8 +1,8 @@
 import type { Runtime } from '../core/runtime.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
 import { SETTINGS_APPLIED_FIELD, redisKeys } from '../queue/keys.js';
-import type { ResolvedEffect } from '../config/settings.js';
 import { applyLimits } from '../queue/limits.js';
+import { RampStore } from '../ramp/store.js';
 
 export interface RestoredQueue {
   queue: string;
@@ -15,11 +15,11 @@ export interface RestoredQueue {
 
 /**
  * Puts back what a Redis wipe loses and only the config and the ledger database remember: each
- * configured queue's global limits and the paused state an operator left it in. A queue whose meta
- * hash still carries SETTINGS_APPLIED_FIELD is not restored, so a running system is never overridden
- * (a queue is never resumed by this, and limits are left to a ramp while one is stored); the field
- * records which configured limits were applied, so a deploy that changes them applies the new ones
- * (limits only) without touching anything else.
+ * configured queue's global limits and the paused state an operator left it in. Also what a new
+ * queue never had: the worker's start and every rebuild call this. A queue whose meta hash still
+ * carries SETTINGS_APPLIED_FIELD is left alone, so a running system is never overridden: not what an
+ * operator set since, and not by a process with another config (a rolling deploy, a laptop). A queue
+ * is never resumed by this, and a queue in the active ramp gets its limits from the ramp.
  */
 export async function restoreQueueSettings(
   runtime: Runtime,
@@ -34,22 +34,19 @@ export async function restoreQueueSettings(
   if (candidates.length === 0) return [];
 
   const pipeline = runtime.redis.pipeline();
-  for (const queue of candidates) pipeline.hget(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD);
-  pipeline.exists(keys.ramp);
+  for (const queue of candidates) pipeline.hexists(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD);
   const replies = (await pipeline.exec()) ?? [];
-  const rampActive = Number(replies.at(-1)?.[1]) === 1;
+  const ramp = await new RampStore(runtime.redis, runtime.settings.prefix).read();
+  const ramped = new Set(ramp?.queues.map((q) => q.name));
 
   const restored: RestoredQueue[] = [];
   for (const [i, queue] of candidates.entries()) {
-    const applied = replies[i]?.[1] as string | null;
+    if (Number(replies[i]?.[1]) === 1) continue;
     const effect = runtime.effectsByName.get(queue);
-    const limits = effect && !rampActive ? effect : undefined;
-    const wiped = applied === null;
-    // Settings in place and the configured limits unchanged since they were applied: nothing to do.
-    if (!wiped && (!limits || applied === limitsFingerprint(limits))) continue;
+    const limits = effect && !ramped.has(queue) ? effect : undefined;
     const entry: RestoredQueue = {
       queue,
-      paused: wiped && paused.has(queue),
+      paused: paused.has(queue),
       globalConcurrency: limits?.globalConcurrency ?? null,
       rateLimit: limits?.rateLimit ?? null,
     };
@@ -57,20 +54,11 @@ export async function restoreQueueSettings(
       // Paused first, so nothing enqueued afterwards can start on a queue that should be held.
       if (entry.paused) await runtime.queues.get(queue).pause();
       if (limits) {
-        const configured = { concurrency: limits.globalConcurrency ?? null, rateLimit: limits.rateLimit ?? null };
-        await applyLimits(runtime.queues, queue, configured);
+        await applyLimits(runtime.queues, queue, { concurrency: limits.globalConcurrency ?? null, rateLimit: limits.rateLimit ?? null });
       }
-      // Under a ramp the limits wait for its end; the next run compares them again.
-      const marker = limits ? limitsFingerprint(limits) : (applied ?? 'restored');
-      await runtime.redis.hset(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD, marker);
+      await runtime.redis.hset(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD, String(Date.now()));
     }
-    if (entry.paused || entry.globalConcurrency || entry.rateLimit || (!wiped && limits)) restored.push(entry);
+    if (entry.paused || entry.globalConcurrency || entry.rateLimit) restored.push(entry);
   }
   return restored;
-}
-
-/** Which configured fleet-wide limits were put in force, as the queue's meta hash records it. */
-function limitsFingerprint(effect: ResolvedEffect): string {
-  const rate = effect.rateLimit ? `${effect.rateLimit.max}/${effect.rateLimit.durationMs}ms` : 'none';
-  return `concurrency=${effect.globalConcurrency ?? 'none'};rate=${rate}`;
 }
