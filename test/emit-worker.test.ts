@@ -157,7 +157,7 @@ describe('emit → worker → done', () => {
     // after close() (which nothing would close again).
     expect((await ledgerRows('committed-after-close')).map((r) => r.status)).toEqual(['pending', 'pending']);
     expect(await jobsFor('committed-after-close')).toEqual([]);
-    const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the transaction ended'));
+    const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the push after commit'));
     expect(warning?.ledgerIds).toEqual(ledgerIds);
     await expect(closing.emit('order_placed', 'too-late')).rejects.toThrow(/after close/);
   });
@@ -175,7 +175,7 @@ describe('emit → worker → done', () => {
     });
     await away.close();
     // The read-back ends with close(), instead of retrying for ~30 s and holding the process open.
-    await waitFor(() => lines.some((l) => l.includes('closed before the transaction ended')), 3000);
+    await waitFor(() => lines.some((l) => l.includes('closed before the push after commit')), 3000);
     expect(await jobsFor('read-back-refused')).toEqual([]);
   });
 

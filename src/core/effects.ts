@@ -92,7 +92,7 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   /** Aborted by close(): a read-back retrying against a database that is away stops waiting. */
   const closeAbort = new AbortController();
   const leftToScheduler = (ledgerIds: string[]) =>
-    log.warn({ ledgerIds }, 'closed before the transaction ended; what it committed stays pending for the scheduler');
+    log.warn({ ledgerIds }, 'closed before the push after commit; what the transaction committed stays pending for the scheduler');
   /**
    * Pushes what the transaction committed. Only the outermost transaction commits (a savepoint's
    * release does not), and its outcome is read back from the ledger rather than taken from knex:
