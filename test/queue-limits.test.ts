@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defineEffect } from '../src/index.js';
+import { redisKeys } from '../src/queue/keys.js';
 import { readLimits } from '../src/queue/limits.js';
 import { cancelRamp, startRamp } from '../src/ops/ramp.js';
 import { startWorker } from '../src/worker/worker.js';
@@ -58,5 +59,14 @@ describe('configured queue limits', () => {
     expect(await limits('send-sms')).toEqual({ rateLimit: { max: 30, durationMs: 1000 }, concurrency: 2 });
     expect(await limits()).toEqual(during);
     await cancelRamp(runtime, { actor: 'test' });
+  });
+
+  it('do not stop a worker from starting when the stored ramp plan is of a newer version', async () => {
+    await deleteKeys(services.redis, `${services.prefix}:*`);
+    await services.redis.set(redisKeys(services.prefix).ramp, JSON.stringify({ version: 2, queues: [] }));
+    await deploy(effect('notify-crm', { max: 100, globalConcurrency: 5 }));
+    // Left to the plan this version cannot read.
+    expect(await limits()).toEqual({ rateLimit: null, concurrency: null });
+    await services.redis.del(redisKeys(services.prefix).ramp);
   });
 });
