@@ -16,8 +16,13 @@ interface BulkRun {
   operationId?: string;
 }
 
-/** A bulk result as the CLI prints it: `operationId` always there, null when nothing was recorded. */
-export type Recorded<R extends BulkRun> = Omit<R, 'operationId'> & { operationId: string | null };
+/** A result as the CLI prints it: `operationId` always there, null when nothing was recorded. */
+export type Recorded<R extends { operationId?: string }> = Omit<R, 'operationId'> & { operationId: string | null };
+
+export const recorded = <R extends { operationId?: string }>(result: R): Recorded<R> => ({
+  ...result,
+  operationId: result.operationId ?? null,
+});
 
 interface BulkCommand<R> {
   command: 'replay' | 'discard';
@@ -40,8 +45,7 @@ export async function runBulk<R extends BulkRun>(
   runtime: Runtime,
   options: BulkCommand<R>,
 ): Promise<Recorded<R>> {
-  const result = await runBulkSteps(ctx, runtime, options);
-  return { ...result, operationId: result.operationId ?? null };
+  return recorded(await runBulkSteps(ctx, runtime, options));
 }
 
 async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Runtime, options: BulkCommand<R>): Promise<R> {

@@ -87,10 +87,12 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   };
   /** Set by close(): emit refuses. */
   let closing = false;
-  /** Set once the connections are closed: a push now would reopen them, and leak them. */
-  let closed = false;
-  /** Aborted by close(): a read-back retrying against a database that is away stops waiting. */
+  /**
+   * Aborted once the connections are closed: a push then would reopen them, and leak them, and a
+   * read-back retrying against a database that is away stops waiting.
+   */
   const closeAbort = new AbortController();
+  const closed = () => closeAbort.signal.aborted;
   const leftToScheduler = (ledgerIds: string[]) =>
     log.warn({ ledgerIds }, 'closed before the push after commit; what the transaction committed stays pending for the scheduler');
   /**
@@ -104,7 +106,7 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     while (outermost.parentTransaction) outermost = outermost.parentTransaction;
     await outermost.executionPromise.catch(() => {});
     const ledgerIds = rows.map((r) => r.id);
-    if (closed) return leftToScheduler(ledgerIds);
+    if (closed()) return leftToScheduler(ledgerIds);
     let owed: readonly PushableRow[] = rows;
     try {
       const kept = await withDbRetry(() => runtime.ledger.findByIds(ledgerIds), log, 'read-back after commit', closeAbort.signal);
@@ -113,13 +115,13 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
         log.debug({ ledgerIds: ledgerIds.filter((id) => !kept.has(id)) }, 'transaction rolled back; nothing to push');
       }
     } catch (error) {
-      if (closed) return leftToScheduler(ledgerIds);
+      if (closed()) return leftToScheduler(ledgerIds);
       // Outcome unknown: push them all. The worker skips a job whose row does not exist, and row ids
       // are never reused.
       log.warn({ err: { message: (error as Error).message }, ledgerIds }, 'cannot read back what the transaction kept; pushing every row');
     }
     if (owed.length === 0) return;
-    if (closed) return leftToScheduler(ledgerIds);
+    if (closed()) return leftToScheduler(ledgerIds);
     await push(owed);
   };
 
@@ -144,7 +146,6 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     async close() {
       closing = true;
       await bounded(Promise.allSettled([...inFlight]));
-      closed = true;
       closeAbort.abort();
       await runtime.close();
     },

@@ -47,12 +47,17 @@ export class LedgerBatcher {
      * written again without its error text: a final failure left pending would be re-driven by every
      * rebuild, and attempts and status matter more than the message, which the job keeps anyway.
      */
-    const recordWithoutText = async (one: FailureRecord, refusal: unknown) => {
+    const recordWithoutText = (one: FailureRecord, refusal: unknown) => {
       const code = (refusal as { code?: string }).code ?? 'unknown';
-      const error = `the error text could not be recorded (SQLSTATE ${code}); the job's failedReason has it`;
-      await record([{ ...one, error }]);
-      return true as const;
+      return record([{ ...one, error: `the error text could not be recorded (SQLSTATE ${code}); the job's failedReason has it` }]);
     };
+    const recordOne = (one: FailureRecord) =>
+      record([one])
+        .catch((refusal: unknown) => {
+          if (isTransientDbError(refusal)) throw refusal;
+          return recordWithoutText(one, refusal);
+        })
+        .then(() => true as const, asError);
     this.failures = new DataLoader(
       async (records) => {
         try {
@@ -61,15 +66,7 @@ export class LedgerBatcher {
         } catch (error) {
           // A database that stayed away fails them all; one record it refuses must not fail the others.
           if (isTransientDbError(error)) return records.map(() => asError(error));
-          if (records.length === 1) return [await recordWithoutText(records[0], error).catch(asError)];
-          return Promise.all(
-            records.map((one) =>
-              record([one]).then(
-                () => true as const,
-                (refusal) => (isTransientDbError(refusal) ? asError(refusal) : recordWithoutText(one, refusal).catch(asError)),
-              ),
-            ),
-          );
+          return Promise.all(records.map(recordOne));
         }
       },
       { cache: false, maxBatchSize: MAX_BATCH, batchScheduleFn: (callback) => setImmediate(callback) },

@@ -3,6 +3,7 @@ import { formatDuration } from '../../core/duration.js';
 import { ExitCode } from '../../core/errors.js';
 import { rebuild, type RebuildOptions, type RebuildResult } from '../../ops/rebuild.js';
 import type { RestoredQueue } from '../../ops/restore-queues.js';
+import { recorded } from '../bulk-command.js';
 import { confirmBulk } from '../confirm.js';
 import { CommandContext } from '../context.js';
 import { listArg, rateArg, timeArg } from '../parsers.js';
@@ -89,8 +90,7 @@ Examples:
 
 function print(ctx: CommandContext, result: RebuildResult & { operationId?: string }, rate?: number): void {
   if (ctx.json) {
-    // As replay and discard: the key is always there, null when nothing was recorded (a dry run).
-    ctx.printJson({ ...result, operationId: result.operationId ?? null });
+    ctx.printJson(recorded(result));
     return;
   }
   const { chalk } = ctx;
