@@ -47,7 +47,7 @@ describe('the four structured logs', () => {
     services = await setupServices('logs');
     await services.migrate();
     runtime = new Runtime(services.settings({ effects: definitions }), {
-      logger: createLogger({ pretty: false, level: 'info', destination: capture.stream }),
+      logger: createLogger({ pretty: false, level: 'debug', destination: capture.stream }),
     });
     worker = await startWorker(runtime);
     effects = createEffects(
@@ -64,15 +64,20 @@ describe('the four structured logs', () => {
 
   const logsOf = (jobId: string) => capture.parsed().filter((l) => l.jobId === jobId);
 
-  it('checking, doing, finished: each with effect, event, id, job id and attempt', async () => {
+  it('checking, doing, finished: each with effect, event, id, job id and attempt; at info only the outcome', async () => {
     const { ledgerIds } = await effects.emit('order_placed', 'A-1');
     const jobId = `ledger-${ledgerIds[0]}`;
     await waitFor(() => logsOf(jobId).some((l) => l.msg === 'finished'));
     const lines = logsOf(jobId);
-    expect(lines.map((l) => l.msg)).toEqual(['checking', 'doing', 'finished']);
+    expect(lines.map((l) => [l.msg, l.level])).toEqual([
+      ['checking', 20],
+      ['doing', 20],
+      ['finished', 30],
+    ]);
     for (const line of lines) {
-      expect(line).toMatchObject({ effect: 'logged', event: 'order_placed', id: 'A-1', jobId, attempt: 1, level: 30 });
+      expect(line).toMatchObject({ effect: 'logged', event: 'order_placed', id: 'A-1', jobId, attempt: 1 });
     }
+    expect(lines[2].durationMs).toEqual(expect.any(Number));
   });
 
   it('a retry logs its attempt number; the failure is logged with its error', async () => {
@@ -101,12 +106,14 @@ describe('the four structured logs', () => {
     await waitFor(() => logsOf(jobId).some((l) => l.msg === 'skipping'));
     expect(logsOf(jobId).map((l) => l.msg)).toEqual(['checking', 'skipping']);
     expect(logsOf(jobId)[1]).toMatchObject({
+      level: 30,
       effect: 'logged',
       event: 'order_placed',
       id: 'B-2',
       jobId,
       attempt: 1,
       reason: 'ledger row is done',
+      durationMs: expect.any(Number),
     });
   });
 });

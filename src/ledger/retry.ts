@@ -21,8 +21,16 @@ export function isTransientDbError(error: unknown): boolean {
 /**
  * Runs a ledger statement, riding out a PostgreSQL restart or a terminated backend with backoff
  * (about 30 s in all) instead of failing the job that needed it; `signal` stops the waiting early.
+ * The first attempt runs bare: nearly every statement succeeds at once, and the worker's hot path
+ * runs hundreds a second, so only a failure pays for the retry machinery.
  */
-export function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: string, signal?: AbortSignal): Promise<T> {
+export async function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: string, signal?: AbortSignal): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    if (!isTransientDbError(error) || signal?.aborted) throw error;
+    warnRetrying(log, what, 1, error as Error);
+  }
   return pRetry(run, {
     signal,
     retries: 12,
@@ -31,9 +39,11 @@ export function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: string,
     randomize: true,
     shouldRetry: (error) => isTransientDbError(error),
     onFailedAttempt: (error) => {
-      if (isTransientDbError(error)) {
-        log.warn({ attempt: error.attemptNumber, err: { message: error.message } }, `ledger ${what} failed; retrying`);
-      }
+      if (isTransientDbError(error)) warnRetrying(log, what, error.attemptNumber + 1, error);
     },
   });
+}
+
+function warnRetrying(log: Logger, what: string, attempt: number, error: Error): void {
+  log.warn({ attempt, err: { message: error.message } }, `ledger ${what} failed; retrying`);
 }

@@ -42,6 +42,24 @@ export function createMetrics(runtime: Runtime, queueNames: string[]): WorkerMet
   return { registry, jobs, duration };
 }
 
+export type JobOutcome = 'done' | 'skipped' | 'failed';
+
+/**
+ * Records one effect's job outcomes. The label sets are bound once here: looking them up by
+ * label object on every job costs a busy worker measurable time.
+ */
+export function outcomeRecorder(metrics: WorkerMetrics, effect: string): (outcome: JobOutcome, seconds: number) => void {
+  const bind = (outcome: JobOutcome) => ({
+    jobs: metrics.jobs.labels(effect, outcome),
+    duration: metrics.duration.labels(effect, outcome),
+  });
+  const bound = { done: bind('done'), skipped: bind('skipped'), failed: bind('failed') };
+  return (outcome, seconds) => {
+    bound[outcome].jobs.inc();
+    bound[outcome].duration.observe(seconds);
+  };
+}
+
 /** `/metrics` for Prometheus and `/healthz` for the orchestrator's liveness probe. */
 export function serveMetrics(
   metrics: WorkerMetrics,

@@ -101,11 +101,14 @@ export function createTaskFunction(
     // One child logger per job, not one per step of binding: each child serialises its bindings,
     // and at thousands of jobs a second that shows in the worker's throughput.
     const taskLog = runtime.logger.child({ effect: effect.name, jobId: job.id, attempt, event: task.event, id: task.id });
-    taskLog.info('checking');
+    // The steps before the outcome are for tracing one job: at info a job logs one line, its outcome
+    // (finished or skipping) or its failure, so the log volume of a busy fleet is one line per job.
+    const startedAt = performance.now();
+    taskLog.debug('checking');
 
     const row = await findRow(runtime, ledger, effect, job, task);
-    if (!row) return skip(taskLog, 'no ledger row owes this effect');
-    if (row.status === 'done' || row.status === 'discarded') return skip(taskLog, `ledger row is ${row.status}`);
+    if (!row) return skip(taskLog, startedAt, 'no ledger row owes this effect');
+    if (row.status === 'done' || row.status === 'discarded') return skip(taskLog, startedAt, `ledger row is ${row.status}`);
 
     const ctx: EffectContext = {
       db: runtime.db,
@@ -118,9 +121,9 @@ export function createTaskFunction(
     try {
       if (effect.isNeeded && !(await effect.isNeeded(task, ctx))) {
         await ledger.markDone(row.id);
-        return skip(taskLog, 'effect reports the work is no longer needed');
+        return skip(taskLog, startedAt, 'effect reports the work is no longer needed');
       }
-      taskLog.info('doing');
+      taskLog.debug('doing');
       await effect.run(task, ctx);
     } catch (error) {
       const err = asError(error);
@@ -145,7 +148,7 @@ export function createTaskFunction(
       throw err;
     }
     await ledger.markDone(row.id);
-    taskLog.info('finished');
+    taskLog.info({ durationMs: elapsedMs(startedAt) }, 'finished');
     return { status: 'done' };
   };
 }
@@ -159,9 +162,14 @@ function isUnrecoverable(error: Error): boolean {
   return error instanceof UnrecoverableError || error.name === 'UnrecoverableError';
 }
 
-function skip(log: EffectContext['log'], reason: string): Outcome {
-  log.info({ reason }, 'skipping');
+function skip(log: EffectContext['log'], startedAt: number, reason: string): Outcome {
+  log.info({ reason, durationMs: elapsedMs(startedAt) }, 'skipping');
   return { status: 'skipped', reason };
+}
+
+/** Milliseconds since `startedAt` (a `performance.now()`), to a tenth. */
+function elapsedMs(startedAt: number): number {
+  return Math.round((performance.now() - startedAt) * 10) / 10;
 }
 
 /**

@@ -10,7 +10,7 @@ import { assertMigrated } from '../ledger/migrate.js';
 import { restoreQueueSettings } from '../ops/restore-queues.js';
 import { rowIdFromJobId } from '../queue/keys.js';
 import { LedgerBatcher } from './ledger-batcher.js';
-import { createMetrics, serveMetrics, type WorkerMetrics } from './metrics.js';
+import { createMetrics, outcomeRecorder, serveMetrics, type WorkerMetrics } from './metrics.js';
 import { createTaskFunction, UnparseableData, type Outcome, type TaskHooks } from './task-function.js';
 
 export interface WorkerOptions {
@@ -86,19 +86,18 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
 
   const workers = effects.map((effect) => {
     const runTask = createTaskFunction(runtime, effect, batcher, alerts.hooks);
+    const record = outcomeRecorder(metrics, effect.name);
     const worker = new EffectsWorker(
       effect.name,
       async (job: Job) => {
-        const stopTimer = metrics.duration.startTimer({ effect: effect.name });
+        const startedAt = performance.now();
+        const seconds = () => (performance.now() - startedAt) / 1000;
         try {
           const outcome: Outcome = await runTask(job);
-          const label = outcome.status === 'done' ? 'done' : 'skipped';
-          metrics.jobs.inc({ effect: effect.name, outcome: label });
-          stopTimer({ outcome: label });
+          record(outcome.status, seconds());
           return outcome;
         } catch (error) {
-          metrics.jobs.inc({ effect: effect.name, outcome: 'failed' });
-          stopTimer({ outcome: 'failed' });
+          record('failed', seconds());
           throw error;
         }
       },

@@ -117,7 +117,7 @@ export interface SupervisorOptions {
   env?: NodeJS.ProcessEnv;
   /** Delay before a dead process is replaced. @defaultValue 100 */
   restartDelayMs?: number;
-  /** @defaultValue 'info' (every job logs checking / doing / finished) */
+  /** @defaultValue 'info' (every job logs its outcome: finished or skipping) */
   logLevel?: string;
 }
 
