@@ -1,8 +1,11 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/core/logger.js';
 import { LedgerHotPath } from '../src/ledger/hot-path.js';
+import { Ledger } from '../src/ledger/ledger.js';
 import { withDbRetry } from '../src/ledger/retry.js';
-import { setupServices, type TestServices } from './helpers.js';
+import { LedgerBatcher } from '../src/worker/ledger-batcher.js';
+import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
 import { startSilentableProxy, type SilentableProxy } from './servers.js';
 
 describe("the worker's ledger connection", () => {
@@ -46,23 +49,86 @@ describe("the worker's ledger connection", () => {
       await holder.withSchema(services.schema).table('ledger').where({ id: lockedId }).forUpdate();
       // 57014 comes from the server (statement_timeout); the client's own timeout would say
       // "Query read timeout" and leave the backend waiting for the lock.
-      await expect(direct.markDoneAndFind([lockedId], [])).rejects.toMatchObject({ code: '57014' });
+      await expect(direct.markDone([lockedId])).rejects.toMatchObject({ code: '57014' });
     } finally {
       await holder.rollback();
     }
-    await direct.markDoneAndFind([lockedId], []);
+    await direct.markDone([lockedId]);
     await direct.close();
     const done = await services.db.withSchema(services.schema).table('ledger').where({ id: lockedId }).first();
     expect(done.status).toBe('done');
   });
 
   it('gives up on a connection that goes silent and carries on over a new one', async () => {
-    expect((await hotPath.markDoneAndFind([], [rowId])).get(rowId)?.status).toBe('pending');
+    expect((await hotPath.find([rowId])).get(rowId)?.status).toBe('pending');
     proxy.silenceOpenConnections();
     // As the batcher runs it: the timeout is a transient failure, retried on a fresh connection.
     const log = createLogger({ pretty: false, level: 'silent' });
-    await withDbRetry(() => hotPath.markDoneAndFind([rowId], []), log, 'read and done-mark');
+    await withDbRetry(() => hotPath.markDone([rowId]), log, 'done-mark');
     const row = await services.db.withSchema(services.schema).table('ledger').where({ id: rowId }).first();
     expect(row.status).toBe('done');
   });
 });
+
+describe('done-marks written behind', () => {
+  let services: TestServices;
+  let ledger: Ledger;
+
+  beforeAll(async () => {
+    services = await setupServices('write-behind-marks');
+    await services.migrate();
+    ledger = new Ledger(services.db, services.schema);
+  });
+
+  afterAll(async () => {
+    await services?.cleanup();
+  });
+
+  const statusOf = async (id: string) =>
+    (await services.db.withSchema(services.schema).table('ledger').where({ id }).first()).status as string;
+
+  it('answers a read of a row it holds a mark for as done, and writes the mark with the next batch', async () => {
+    const [row] = await ledger.owe('order_placed', 'wb-1', ['send-email']);
+    const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);
+    try {
+      expect((await batcher.load(row.id))?.status).toBe('pending');
+      batcher.markDone(row);
+      // The duplicate job of a row this worker just finished is skipped, before the mark is committed.
+      expect((await batcher.load(row.id))?.status).toBe('done');
+      await waitFor(async () => (await statusOf(row.id)) === 'done', 2000);
+    } finally {
+      await batcher.close();
+    }
+  });
+
+  it('writes the marks it still holds when it closes', async () => {
+    const rows = await Promise.all(['wb-2', 'wb-3'].map((id) => ledger.owe('order_placed', id, ['send-email'])));
+    const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);
+    for (const [row] of rows) batcher.markDone(row);
+    expect(await batcher.close()).toEqual({ unwritten: 0 });
+    for (const [row] of rows) expect(await statusOf(row.id)).toBe('done');
+  });
+
+  it('gives up at its deadline when the database is away, and says which rows stay pending', async () => {
+    const [row] = await ledger.owe('order_placed', 'wb-4', ['send-email']);
+    const unreachable = new URL(services.databaseUrl);
+    unreachable.port = String(await closedPort());
+    const log = captureLogger();
+    const batcher = new LedgerBatcher(ledger, new LedgerHotPath(unreachable.toString(), services.schema), log.logger);
+    batcher.markDone(row);
+    const started = Date.now();
+    expect(await batcher.close({ timeoutMs: 500 })).toEqual({ unwritten: 1 });
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await statusOf(row.id)).toBe('pending');
+    expect(log.lines.some((line) => /"rows":1.*done-marks not written before shutdown/.test(line))).toBe(true);
+  });
+});
+
+/** A local port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}

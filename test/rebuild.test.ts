@@ -9,6 +9,7 @@ import { rebuild } from '../src/ops/rebuild.js';
 import { listOperations } from '../src/ops/audit.js';
 import { jobIdForRow } from '../src/queue/keys.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
+import { sleep } from '../src/core/sleep.js';
 import { deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
 
 /** Effects as the CLI sees them (a config file) and as the in-process worker runs them. */
@@ -128,7 +129,7 @@ describe('rebuild', () => {
     const [operation] = await listOperations(runtime, { command: 'rebuild', limit: 2 });
     expect(operation).toMatchObject({ command: 'rebuild', reason: null, outcome: 'ok' });
     const wiped = (await listOperations(runtime, { command: 'rebuild' })).find((o) => o.reason === 'redis wiped');
-    expect(wiped?.counts).toEqual({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0 });
+    expect(wiped?.counts).toEqual({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0, markedDone: 0 });
   });
 
   it('re-drives a job that BullMQ holds as failed or completed while its ledger row is pending', async () => {
@@ -144,15 +145,38 @@ describe('rebuild', () => {
     const crm = runtime.queues.get('notify-crm');
     expect(await crm.getJobState(jobIdForRow(crmRow.id))).toBe('failed');
 
-    // The ledger says both are still owed (a lost write, an interrupted replay): neither job is alive.
-    await ledger().whereIn('id', [crmRow.id, emailRow.id]).update({ status: 'pending' });
+    // The ledger says both are owed again (a replay interrupted before it re-added the jobs): neither
+    // job is alive, and both finished before the rows became pending.
+    await ledger().whereIn('id', [crmRow.id, emailRow.id]).update({ status: 'pending', pending_since: services.db.fn.now() });
     const result = await rebuild(runtime, { since: Date.now() - 5000, audit: false });
-    expect(result).toMatchObject({ scanned: 2, enqueued: 2, redriven: 2, alreadyQueued: 0 });
+    expect(result).toMatchObject({ scanned: 2, enqueued: 2, redriven: 2, alreadyQueued: 0, markedDone: 0 });
 
     await waitFor(async () => (await ledger().whereIn('id', [crmRow.id, emailRow.id])).every((r) => r.status === 'done'));
     expect(runs.get('notify-crm:redrive-1')).toBe(2);
     expect(runs.get('send-email:redrive-1')).toBe(2);
     expect(await crm.getJobState(jobIdForRow(crmRow.id))).toBe('completed');
+  });
+
+  it('marks done, without running it again, a row whose job completed after the row became pending', async () => {
+    worker ??= await startWorker(services.runtime(config));
+    const runtime = services.runtime(config);
+    const rows = await owe(['lost-mark-1'], 1000);
+    await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    await waitFor(async () => (await ledger().whereIn('id', rows.map((r) => r.id))).every((r) => r.status === 'done'));
+    const runsBefore = runs.get('send-email:lost-mark-1');
+
+    // A worker killed before it wrote its last done-marks: the jobs completed, the rows say pending.
+    await ledger().whereIn('id', rows.map((r) => r.id)).update({ status: 'pending', finished_at: null });
+    const dry = await rebuild(runtime, { since: Date.now() - 5000, dryRun: true });
+    expect(dry).toMatchObject({ scanned: 2, enqueued: 0, markedDone: 2, alreadyQueued: 0 });
+    const result = await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    expect(result).toMatchObject({ scanned: 2, enqueued: 0, redriven: 0, markedDone: 2, alreadyQueued: 0 });
+
+    const settled = await ledger().whereIn('id', rows.map((r) => r.id));
+    expect(settled.map((r) => r.status)).toEqual(['done', 'done']);
+    expect(settled.every((r) => r.finished_at !== null)).toBe(true);
+    await sleep(300);
+    expect(runs.get('send-email:lost-mark-1')).toBe(runsBefore);
   });
 
   it('refuses more than 100 jobs without a terminal unless --yes, and a dry run needs none', async () => {

@@ -19,24 +19,26 @@ export interface LedgerHotPathOptions {
 }
 
 /**
- * The worker's hot path: one statement that marks finished jobs' rows done and reads the rows of the
- * jobs about to run, on a connection of its own. Every job waits for it twice (before and after it
- * runs), so its latency bounds worker throughput: a prepared statement, and a commit that does not
- * wait for the WAL flush, halve it on a busy machine (`npm run bench -- worker-throughput`).
+ * The worker's hot path, on a connection of its own: reading the rows of the jobs about to run, and
+ * marking the rows of finished jobs done. Every job waits for its read, so the read's cost bounds
+ * worker throughput: a prepared statement, ids and rows as one text each way, and only the columns
+ * the check needs (`npm run bench -- worker-throughput`).
  *
- * The asynchronous commit applies to this statement only (set_config with is_local inside it, so no
- * session setting leaks through a connection pooler). What it risks is narrow: if the PostgreSQL
- * server itself crashes within a fraction of a second of a done-mark, that mark is lost, the row is
- * pending again, and the scheduler's rebuild runs the effect once more, which every effect allows.
- * Rows owed by `emit` are written in the caller's transaction with its own durability.
+ * Done-marks commit without waiting for the WAL flush (set_config with is_local inside the
+ * statement, so no session setting leaks through a connection pooler). What that risks is narrow:
+ * if the PostgreSQL server itself crashes within a fraction of a second of a done-mark, the mark is
+ * lost and the row is pending again, as after a worker crash (see `LedgerBatcher`). Rows owed by
+ * `emit` are written in the caller's transaction with its own durability.
  */
 export class LedgerHotPath {
   private readonly pool: pg.Pool;
-  private readonly query: pg.QueryArrayConfig;
+  private readonly findQuery: pg.QueryArrayConfig;
+  private readonly markDoneQuery: pg.QueryConfig;
 
   constructor(databaseUrl: string, schema: string, options: LedgerHotPathOptions = {}) {
-    // One connection: the batcher keeps one statement in flight, and joins what arrives meanwhile
-    // to the next one. 3 s to connect, as the knex pool, so an unreachable server is reported fast.
+    // One connection: the batcher keeps one read and one done-mark statement in flight, and joins
+    // what arrives meanwhile to the next one. 3 s to connect, as the knex pool, so an unreachable
+    // server is reported fast.
     const timeoutMs = options.queryTimeoutMs ?? 10_000;
     this.pool = new pg.Pool({
       connectionString: databaseUrl,
@@ -52,39 +54,45 @@ export class LedgerHotPath {
     // An idle connection that dies (a restarted server) is dropped by the pool; its error is not ours.
     this.pool.on('error', () => {});
     const table = `${pg.escapeIdentifier(schema)}.ledger`;
-    // Constant text whatever the batch sizes, and cheap to send and to read at thousands of jobs a
-    // second: the ids go as one comma-separated text each (they are digits only), and the rows come
-    // back as one JSON text, [[id, status, effect, event, event_id], ...], which JSON.parse reads
-    // natively, instead of a result row per id for the driver to decode field by field. Only the
-    // columns the check needs. The read sees the table as it was before this statement's update, as
-    // a separate earlier select would.
-    const text = `with async_commit as (select set_config('synchronous_commit', 'off', true)),
-      done as (
-        update ${table}
-           set status = 'done', finished_at = now(), updated_at = now(), last_error = null
-         where id = any(string_to_array($1, ',')::bigint[]) and status in ('pending', 'failed')
-         returning id)
-      select coalesce(json_agg(json_build_array(l.id::text, l.status, l.effect, l.event, l.event_id)), '[]')::text
-        from ${table} as l, async_commit
-       where l.id = any(string_to_array($2, ',')::bigint[])`;
-    // The name is per connection, and this pool's connections serve one schema.
-    const name = options.preparedStatements === false ? {} : { name: 'effects_mark_done_and_find' };
-    this.query = { ...name, text, rowMode: 'array' };
+    // Constant texts whatever the batch sizes. The ids go as one comma-separated text (they are
+    // digits only), and the rows come back as one JSON text, [[id, status, effect, event, event_id],
+    // ...], which JSON.parse reads natively, instead of a result row per id for the driver to decode
+    // field by field.
+    const named = (name: string) => (options.preparedStatements === false ? {} : { name });
+    // The names are per connection, and this pool's connections serve one schema.
+    this.findQuery = {
+      ...named('effects_find'),
+      rowMode: 'array',
+      text: `select coalesce(json_agg(json_build_array(id::text, status, effect, event, event_id)), '[]')::text
+               from ${table}
+              where id = any(string_to_array($1, ',')::bigint[])`,
+    };
+    this.markDoneQuery = {
+      ...named('effects_mark_done'),
+      text: `with async_commit as (select set_config('synchronous_commit', 'off', true))
+             update ${table}
+                set status = 'done', finished_at = now(), updated_at = now(), last_error = null
+               from async_commit
+              where id = any(string_to_array($1, ',')::bigint[]) and status in ('pending', 'failed')`,
+    };
   }
 
-  /**
-   * Marks `doneIds` done (a discarded row stays discarded) and returns the rows of `findIds`. Ids are
-   * ledger row ids, digits only (`rowIdFromJobId` checks the ones that come from job ids).
-   */
-  async markDoneAndFind(doneIds: readonly string[], findIds: readonly string[]): Promise<Map<string, LedgerCheck>> {
+  /** The rows of `ids` that exist. Ids are ledger row ids, digits only (`rowIdFromJobId` checks those from job ids). */
+  async find(ids: readonly string[]): Promise<Map<string, LedgerCheck>> {
     const found = new Map<string, LedgerCheck>();
-    if (doneIds.length === 0 && findIds.length === 0) return found;
+    if (ids.length === 0) return found;
     // On any error (the query timeout included) the pool drops the connection rather than reuse it:
     // one whose statement timed out may still be running it, or be dead.
-    const result = await this.pool.query<[string]>({ ...this.query, values: [doneIds.join(','), findIds.join(',')] });
+    const result = await this.pool.query<[string]>({ ...this.findQuery, values: [ids.join(',')] });
     const rows = JSON.parse(result.rows[0][0]) as Array<[string, LedgerStatus, string, string, string]>;
     for (const [id, status, effect, event, eventId] of rows) found.set(id, { id, event, eventId, effect, status });
     return found;
+  }
+
+  /** Marks the rows of `ids` done; a discarded or done row stays as it is. */
+  async markDone(ids: readonly string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.pool.query({ ...this.markDoneQuery, values: [ids.join(',')] });
   }
 
   async close(): Promise<void> {

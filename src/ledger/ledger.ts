@@ -111,6 +111,31 @@ export class Ledger {
       .update({ status: 'done', finished_at: this.db.fn.now(), updated_at: this.db.fn.now(), last_error: null });
   }
 
+  /**
+   * Marks done the pending rows whose job BullMQ holds as completed, a run that finished after the
+   * row last became pending: the effect ran for it, and only its done-mark, written behind, was lost
+   * (a worker crash). A row made pending again after its job finished (a replay) is left alone.
+   * Returns the ids it marked, or on a dry run the ids it would mark. Times are epoch ms; the job's
+   * comes from the worker's clock, so a clock behind PostgreSQL's errs towards running again.
+   */
+  async settleCompleted(jobs: ReadonlyArray<{ id: string; finishedOn: number }>, options: { dryRun?: boolean } = {}): Promise<Set<string>> {
+    if (jobs.length === 0) return new Set();
+    const bindings = [this.schema, jobs.map((j) => j.id), jobs.map((j) => j.finishedOn)];
+    const jobsTable = 'unnest(?::bigint[], ?::bigint[]) as j(id, finished_on)';
+    const matching = `l.id = j.id and l.status = 'pending' and l.pending_since <= to_timestamp(j.finished_on / 1000.0)`;
+    const result = options.dryRun
+      ? await this.db.raw<{ rows: Array<{ id: string }> }>(`select l.id from ??.ledger as l, ${jobsTable} where ${matching}`, bindings)
+      : await this.db.raw<{ rows: Array<{ id: string }> }>(
+          `update ??.ledger as l
+              set status = 'done', finished_at = to_timestamp(j.finished_on / 1000.0), updated_at = now(), last_error = null
+             from ${jobsTable}
+            where ${matching}
+           returning l.id`,
+          bindings,
+        );
+    return new Set(result.rows.map((r) => String(r.id)));
+  }
+
   /** Records failed attempts in one statement; a final failure turns the row `failed`. */
   async recordFailures(records: readonly FailureRecord[]): Promise<void> {
     if (records.length === 0) return;

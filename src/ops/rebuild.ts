@@ -46,6 +46,11 @@ export interface RebuildResult {
   alreadyQueued: number;
   /** Of `enqueued`: rows whose job BullMQ still held as completed or failed, removed and added again. */
   redriven: number;
+  /**
+   * Rows marked done, not enqueued: their job had completed after the row became pending, and only
+   * the done-mark, which the worker writes behind, was lost (a worker crash).
+   */
+  markedDone: number;
   /** Queues whose configured limits or paused state were put back after a Redis wipe. */
   restored: RestoredQueue[];
   dryRun: boolean;
@@ -89,7 +94,13 @@ export async function rebuild(
     },
     run,
     {
-      counts: (r) => ({ scanned: r.scanned, enqueued: r.enqueued, alreadyQueued: r.alreadyQueued, redriven: r.redriven }),
+      counts: (r) => ({
+        scanned: r.scanned,
+        enqueued: r.enqueued,
+        alreadyQueued: r.alreadyQueued,
+        redriven: r.redriven,
+        markedDone: r.markedDone,
+      }),
       interrupted: (r) => r.interrupted,
     },
   );
@@ -128,6 +139,7 @@ async function scanAndEnqueue(
     enqueued: 0,
     alreadyQueued: 0,
     redriven: 0,
+    markedDone: 0,
     restored: [],
     dryRun,
     interrupted: false,
@@ -146,11 +158,17 @@ async function scanAndEnqueue(
   for await (const rows of pendingPages(runtime, options)) {
     if (aborted()) break;
     result.scanned += rows.length;
-    const { missing, finished } = await partitionByLiveness(runtime, rows);
+    const { missing, failed, completed } = await partitionByLiveness(runtime, rows);
+    const settled = await runtime.ledger.settleCompleted(
+      completed.map(({ row, finishedOn }) => ({ id: row.id, finishedOn })),
+      { dryRun },
+    );
+    result.markedDone += settled.size;
+    const finished = [...failed, ...completed.filter(({ row }) => !settled.has(row.id)).map(({ row }) => row)];
     // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
     const redrive = finished.length ? await stillPending(runtime, finished) : [];
     const toEnqueue = redrive.length ? [...missing, ...redrive] : missing;
-    result.alreadyQueued += rows.length - toEnqueue.length;
+    result.alreadyQueued += rows.length - toEnqueue.length - settled.size;
 
     if (dryRun) {
       result.enqueued += toEnqueue.length;
@@ -235,17 +253,20 @@ async function* pendingPages(
   }
 }
 
-/** Splits a page by the state of each row's job: none, or one BullMQ still holds as finished. */
+/** Splits a page by the state of each row's job: none, or one BullMQ still holds as failed or completed. */
 async function partitionByLiveness(runtime: Runtime, rows: PendingRef[]) {
   const keys = redisKeys(runtime.settings.prefix);
   const states = await jobLiveness(runtime.redis, rows.map((row) => keys.job(row.effect, jobIdForRow(row.id))));
   const missing: PendingRef[] = [];
-  const finished: PendingRef[] = [];
+  const failed: PendingRef[] = [];
+  const completed: Array<{ row: PendingRef; finishedOn: number }> = [];
   rows.forEach((row, i) => {
-    if (states[i] === 'missing') missing.push(row);
-    else if (states[i] === 'finished') finished.push(row);
+    const job = states[i];
+    if (job.state === 'missing') missing.push(row);
+    else if (job.state === 'failed') failed.push(row);
+    else if (job.state === 'completed') completed.push({ row, finishedOn: job.finishedOn });
   });
-  return { missing, finished };
+  return { missing, failed, completed };
 }
 
 async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<PendingRef[]> {

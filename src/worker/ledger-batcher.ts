@@ -3,16 +3,26 @@ import type { LedgerHotPath } from '../ledger/hot-path.js';
 import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
 import { isTransientDbError, withDbRetry } from '../ledger/retry.js';
 import { asError } from '../core/errors.js';
+import { sleep } from '../core/sleep.js';
 import type { Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
 /**
- * Statements of the hot path in flight at once. One: everything that arrives while it runs joins the
- * next, so the batch grows with the load and the statement count does not. In paired runs on a
- * 2-core machine two in flight made smaller batches, more CPU per job and lower throughput
+ * Reads in flight at once. One: everything that arrives while it runs joins the next, so the batch
+ * grows with the load and the statement count does not. In paired runs on a 2-core machine two in
+ * flight made smaller batches, more CPU per job and lower throughput
  * (`npm run bench -- worker-throughput`).
  */
-const MAX_IN_FLIGHT = 1;
+const READS_IN_FLIGHT = 1;
+/**
+ * How long a done-mark waits for others to join it. Each done-mark statement is a commit with its
+ * index updates: written every few milliseconds with the reads, they cost the worker and
+ * PostgreSQL a quarter of the worker's throughput on a 2-core machine; every 20 ms they come in
+ * batches of hundreds at full load.
+ */
+const DONE_MARK_DELAY_MS = 20;
+/** After a done-mark statement failed for good (retries included), wait this long before the next. */
+const DONE_MARK_RETRY_MS = 1000;
 
 interface Waiter<T> {
   resolve(value: T): void;
@@ -20,20 +30,32 @@ interface Waiter<T> {
 }
 
 /**
- * The worker's ledger traffic, batched. Every job in flight asks for its row before it runs and
- * reports "done" after; both kinds of request go out together as one statement
- * (`LedgerHotPath.markDoneAndFind`). While a statement is in flight, new requests wait and join the next
- * one, so the batch grows with the load instead of the number of statements: a round trip to
- * PostgreSQL costs far more than one more id in it. A job's done-mark is committed before its
- * promise resolves, so BullMQ completes a job only after the ledger says done.
+ * The worker's ledger traffic, batched. Every job in flight asks for its row before it runs; while
+ * a read is in flight, new requests wait and join the next one, so the batch grows with the load
+ * instead of the number of statements: a round trip to PostgreSQL costs far more than one more id.
  *
- * Failures are rare; they keep their own statement (one per event-loop turn).
+ * Done-marks are written behind: a job completes as soon as its effect has run, and its row is
+ * marked done with the others of the next `DONE_MARK_DELAY_MS`. Until the mark is committed this
+ * batcher answers reads of that row as done, so a duplicate job in this process is skipped. What a
+ * crash loses is the marks of the last moments: those rows stay pending although their jobs
+ * completed, and the next rebuild (the scheduler's, hourly by default) marks them done from BullMQ's
+ * completed jobs without running them again. `close()` writes what is left.
+ *
+ * Failures are rare; they keep their own statement (one per event-loop turn), awaited by the job,
+ * so that the ledger has the attempt before BullMQ retries it.
  */
 export class LedgerBatcher {
   private reads = new Map<string, Waiter<LedgerCheck | null>[]>();
-  private doneMarks = new Map<string, Waiter<true>[]>();
-  private inFlight = 0;
-  private scheduled = false;
+  private readsInFlight = 0;
+  private readScheduled = false;
+  /** Done-marks waiting for the next statement, and those of the statement in flight. */
+  private doneMarks = new Map<string, LedgerCheck>();
+  private writing = new Map<string, LedgerCheck>();
+  private doneMarkTimer: NodeJS.Timeout | undefined;
+  private doneMarkWrite: Promise<boolean> | undefined;
+  private closed = false;
+  /** Stops the retries of a done-mark statement when close() runs out of time. */
+  private readonly stopRetrying = new AbortController();
   private readonly failures: DataLoader<FailureRecord, true>;
 
   constructor(
@@ -73,61 +95,118 @@ export class LedgerBatcher {
     );
   }
 
+  /** The row of ledger id `id`, or null when there is none. */
   load(id: string): Promise<LedgerCheck | null> {
-    return this.enqueue(this.reads, id);
+    const marked = this.doneMarks.get(id) ?? this.writing.get(id);
+    if (marked) return Promise.resolve({ ...marked, status: 'done' });
+    return new Promise((resolve, reject) => {
+      const waiters = this.reads.get(id);
+      if (waiters) waiters.push({ resolve, reject });
+      else this.reads.set(id, [{ resolve, reject }]);
+      this.scheduleRead();
+    });
   }
 
-  markDone(id: string): Promise<true> {
-    return this.enqueue(this.doneMarks, id);
+  /** Marks the row done, behind: returns at once, and the mark is written with the next batch. */
+  markDone(row: LedgerCheck): void {
+    this.doneMarks.set(row.id, row);
+    if (this.doneMarks.size >= MAX_BATCH) void this.writeDoneMarks();
+    else this.scheduleDoneMarks(DONE_MARK_DELAY_MS);
   }
 
   recordFailure(record: FailureRecord): Promise<true> {
     return this.failures.load(record);
   }
 
-  /** Closes the hot path's connection; call once no job is left to ask. */
-  close(): Promise<void> {
-    return this.hotPath.close();
-  }
-
-  private enqueue<T>(queue: Map<string, Waiter<T>[]>, id: string): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const waiters = queue.get(id);
-      if (waiters) waiters.push({ resolve, reject });
-      else queue.set(id, [{ resolve, reject }]);
-      this.schedule();
-    });
-  }
-
-  /** Flushes on the next turn (so requests of this turn join), unless enough statements are out. */
-  private schedule(): void {
-    if (this.scheduled || this.inFlight >= MAX_IN_FLIGHT) return;
-    this.scheduled = true;
-    setImmediate(() => {
-      this.scheduled = false;
-      void this.flush();
-    });
-  }
-
-  private async flush(): Promise<void> {
-    const reads = take(this.reads, MAX_BATCH);
-    const doneMarks = take(this.doneMarks, MAX_BATCH);
-    if (reads.size === 0 && doneMarks.size === 0) return;
-    this.inFlight += 1;
+  /**
+   * Writes the done-marks still held, waiting at most `timeoutMs` for the database, then closes the
+   * hot path's connection. Call once no job is left to run. Returns how many marks were not written.
+   */
+  async close({ timeoutMs = 5000 }: { timeoutMs?: number } = {}): Promise<{ unwritten: number }> {
+    this.closed = true;
+    clearTimeout(this.doneMarkTimer);
+    const deadline = setTimeout(() => this.stopRetrying.abort(), timeoutMs);
     try {
-      const found = await withDbRetry(
-        () => this.hotPath.markDoneAndFind([...doneMarks.keys()], [...reads.keys()]),
-        this.log,
-        'read and done-mark',
+      while ((this.doneMarkWrite || this.doneMarks.size > 0) && !this.stopRetrying.signal.aborted) {
+        const written = await this.writeDoneMarks();
+        if (!written) await sleep(DONE_MARK_RETRY_MS, this.stopRetrying.signal);
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+    const unwritten = this.doneMarks.size;
+    if (unwritten > 0) {
+      this.log.warn(
+        { rows: unwritten, timeoutMs },
+        'done-marks not written before shutdown: these rows stay pending until a rebuild marks them done from their completed jobs',
       );
-      for (const waiters of doneMarks.values()) for (const w of waiters) w.resolve(true);
+    }
+    await this.hotPath.close();
+    return { unwritten };
+  }
+
+  /** Reads on the next turn (so requests of this turn join), unless enough reads are out. */
+  private scheduleRead(): void {
+    if (this.readScheduled || this.readsInFlight >= READS_IN_FLIGHT) return;
+    this.readScheduled = true;
+    setImmediate(() => {
+      this.readScheduled = false;
+      void this.read();
+    });
+  }
+
+  private async read(): Promise<void> {
+    const reads = take(this.reads, MAX_BATCH);
+    if (reads.size === 0) return;
+    this.readsInFlight += 1;
+    try {
+      const found = await withDbRetry(() => this.hotPath.find([...reads.keys()]), this.log, 'read');
       for (const [id, waiters] of reads) for (const w of waiters) w.resolve(found.get(id) ?? null);
     } catch (error) {
-      for (const waiters of [...doneMarks.values(), ...reads.values()]) for (const w of waiters) w.reject(error);
+      for (const waiters of reads.values()) for (const w of waiters) w.reject(error);
     } finally {
-      this.inFlight -= 1;
-      if (this.reads.size > 0 || this.doneMarks.size > 0) this.schedule();
+      this.readsInFlight -= 1;
+      if (this.reads.size > 0) this.scheduleRead();
     }
+  }
+
+  private scheduleDoneMarks(delayMs: number): void {
+    if (this.closed || this.doneMarkTimer || this.doneMarkWrite) return;
+    this.doneMarkTimer = setTimeout(() => void this.writeDoneMarks(), delayMs);
+  }
+
+  /**
+   * Writes one batch of done-marks, one statement at a time (a call meanwhile waits for it).
+   * Resolves to whether it was written.
+   */
+  private writeDoneMarks(): Promise<boolean> {
+    clearTimeout(this.doneMarkTimer);
+    this.doneMarkTimer = undefined;
+    if (this.doneMarkWrite) return this.doneMarkWrite;
+    if (this.doneMarks.size === 0) return Promise.resolve(true);
+    this.writing = take(this.doneMarks, MAX_BATCH);
+    const ids = [...this.writing.keys()];
+    this.doneMarkWrite = withDbRetry(() => this.hotPath.markDone(ids), this.log, 'done-mark', this.stopRetrying.signal)
+      .then(
+        () => true,
+        (error: unknown) => {
+          // Kept for the next statement: a mark is given up only at shutdown.
+          for (const [id, row] of this.writing) if (!this.doneMarks.has(id)) this.doneMarks.set(id, row);
+          this.log.error(
+            { rows: ids.length, willRetry: !this.closed, err: { message: asError(error).message } },
+            'could not write done-marks',
+          );
+          return false;
+        },
+      )
+      .then((written) => {
+        this.writing = new Map();
+        this.doneMarkWrite = undefined;
+        if (this.doneMarks.size >= MAX_BATCH && written && !this.closed) void this.writeDoneMarks();
+        else if (this.doneMarks.size > 0) this.scheduleDoneMarks(written ? DONE_MARK_DELAY_MS : DONE_MARK_RETRY_MS);
+        return written;
+      });
+    return this.doneMarkWrite;
   }
 }
 

@@ -120,7 +120,7 @@ export function createTaskFunction(
     };
     try {
       if (effect.isNeeded && !(await effect.isNeeded(task, ctx))) {
-        await ledger.markDone(row.id);
+        ledger.markDone(row);
         return skip(taskLog, startedAt, 'effect reports the work is no longer needed');
       }
       taskLog.debug('doing');
@@ -147,7 +147,8 @@ export function createTaskFunction(
       }
       throw err;
     }
-    await ledger.markDone(row.id);
+    // Written behind, with the other jobs' marks (see LedgerBatcher).
+    ledger.markDone(row);
     taskLog.info({ durationMs: elapsedMs(startedAt) }, 'finished');
     return { status: 'done' };
   };

@@ -173,7 +173,9 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         // stalled check picks them up once the locks expire.
         await Promise.all(workers.map((w) => w.close(true)));
         metricsServer?.close();
-        await batcher.close();
+        // The done-marks of the jobs that just completed; a database that stays away keeps them
+        // pending for the next rebuild to settle.
+        await batcher.close({ timeoutMs: Math.min(5000, timeoutMs) });
         await alerts.close({ timeoutMs: Math.min(5000, timeoutMs) });
         await runtime.close();
         return { drained };

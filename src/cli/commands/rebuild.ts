@@ -99,6 +99,10 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
   const lines = [
     `scanned ${result.scanned}, ${verb} ${result.enqueued}${redriven}, already queued ${result.alreadyQueued}`,
   ];
+  if (result.markedDone) {
+    const what = result.dryRun ? 'would mark' : 'marked';
+    lines.push(`${what} ${result.markedDone} done without running them again: their jobs had completed (a done-mark lost with a worker)`);
+  }
   if (result.restored.length) {
     const what = result.dryRun ? 'would re-apply' : 're-applied';
     lines.push(`${what} queue settings missing from Redis: ${result.restored.map(describeRestored).join('; ')}`);
