@@ -1,6 +1,8 @@
 import net from 'node:net';
+import knexFactory from 'knex';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/core/logger.js';
+import { sleep } from '../src/core/sleep.js';
 import { LedgerHotPath } from '../src/ledger/hot-path.js';
 import { Ledger } from '../src/ledger/ledger.js';
 import { withDbRetry } from '../src/ledger/retry.js';
@@ -92,7 +94,7 @@ describe('done-marks written behind', () => {
     const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);
     try {
       expect((await batcher.load(row.id))?.status).toBe('pending');
-      batcher.markDone(row);
+      void batcher.markDone(row);
       // The duplicate job of a row this worker just finished is skipped, before the mark is committed.
       expect((await batcher.load(row.id))?.status).toBe('done');
       await waitFor(async () => (await statusOf(row.id)) === 'done', 2000);
@@ -104,7 +106,7 @@ describe('done-marks written behind', () => {
   it('writes the marks it still holds when it closes', async () => {
     const rows = await Promise.all(['wb-2', 'wb-3'].map((id) => ledger.owe('order_placed', id, ['send-email'])));
     const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);
-    for (const [row] of rows) batcher.markDone(row);
+    for (const [row] of rows) void batcher.markDone(row);
     expect(await batcher.close()).toEqual({ unwritten: 0 });
     for (const [row] of rows) expect(await statusOf(row.id)).toBe('done');
   });
@@ -115,12 +117,36 @@ describe('done-marks written behind', () => {
     unreachable.port = String(await closedPort());
     const log = captureLogger();
     const batcher = new LedgerBatcher(ledger, new LedgerHotPath(unreachable.toString(), services.schema), log.logger);
-    batcher.markDone(row);
+    void batcher.markDone(row);
     const started = Date.now();
     expect(await batcher.close({ timeoutMs: 500 })).toEqual({ unwritten: 1 });
     expect(Date.now() - started).toBeLessThan(3000);
     expect(await statusOf(row.id)).toBe('pending');
     expect(log.lines.some((line) => /"rows":1.*done-marks not written before shutdown/.test(line))).toBe(true);
+  });
+});
+
+describe('done-marks held while the database is away', () => {
+  it('make a job wait for the next write once thousands are held, instead of holding them without bound', async () => {
+    const unreachable = `postgres://postgres@127.0.0.1:${await closedPort()}/test`;
+    const log = captureLogger();
+    const db = knexFactory({ client: 'pg', connection: unreachable });
+    const batcher = new LedgerBatcher(
+      new Ledger(db, 'unused'),
+      new LedgerHotPath(unreachable, 'unused'),
+      log.logger,
+    );
+    const row = (id: number) => ({ id: String(id), event: 'order_placed', eventId: `o-${id}`, effect: 'send-email', status: 'pending' as const });
+    const outcome = (promise: Promise<void>) => Promise.race([promise.then(() => 'resolved'), sleep(300).then(() => 'waiting')]);
+    for (let id = 1; id < 4000; id += 1) await batcher.markDone(row(id));
+    expect(await outcome(batcher.markDone(row(4000)))).toBe('resolved');
+    for (let id = 4001; id < 5000; id += 1) void batcher.markDone(row(id));
+    const held = batcher.markDone(row(5000));
+    expect(await outcome(held)).toBe('waiting');
+    // Shutdown gives up on the marks, and the job waiting for them goes on.
+    expect(await batcher.close({ timeoutMs: 200 })).toEqual({ unwritten: 5000 });
+    expect(await outcome(held)).toBe('resolved');
+    await db.destroy();
   });
 });
 

@@ -23,6 +23,11 @@ const READS_IN_FLIGHT = 1;
 const DONE_MARK_DELAY_MS = 20;
 /** After a done-mark statement failed for good (retries included), wait this long before the next. */
 const DONE_MARK_RETRY_MS = 1000;
+/**
+ * Done-marks held beyond this make the next job wait for a write: a worker whose database is slow or
+ * refuses the marks goes at the ledger's pace instead of holding marks without bound.
+ */
+const MAX_HELD_MARKS = 10 * MAX_BATCH;
 
 interface Waiter<T> {
   resolve(value: T): void;
@@ -107,11 +112,18 @@ export class LedgerBatcher {
     });
   }
 
-  /** Marks the row done, behind: returns at once, and the mark is written with the next batch. */
-  markDone(row: LedgerCheck): void {
+  /**
+   * Marks the row done, behind: the mark is written with the next batch, and the promise resolves at
+   * once unless `MAX_HELD_MARKS` are waiting to be written (then after the next write).
+   */
+  markDone(row: LedgerCheck): Promise<void> {
     this.doneMarks.set(row.id, row);
-    if (this.doneMarks.size >= MAX_BATCH) void this.writeDoneMarks();
-    else this.scheduleDoneMarks(DONE_MARK_DELAY_MS);
+    if (this.doneMarks.size < MAX_BATCH) {
+      this.scheduleDoneMarks(DONE_MARK_DELAY_MS);
+      return Promise.resolve();
+    }
+    const write = this.writeDoneMarks();
+    return this.doneMarks.size + this.writing.size >= MAX_HELD_MARKS ? write.then(() => undefined) : Promise.resolve();
   }
 
   recordFailure(record: FailureRecord): Promise<true> {

@@ -120,7 +120,7 @@ export function createTaskFunction(
     };
     try {
       if (effect.isNeeded && !(await effect.isNeeded(task, ctx))) {
-        ledger.markDone(row);
+        await ledger.markDone(row);
         return skip(taskLog, startedAt, 'effect reports the work is no longer needed');
       }
       taskLog.debug('doing');
@@ -148,7 +148,7 @@ export function createTaskFunction(
       throw err;
     }
     // Written behind, with the other jobs' marks (see LedgerBatcher).
-    ledger.markDone(row);
+    await ledger.markDone(row);
     taskLog.info({ durationMs: elapsedMs(startedAt) }, 'finished');
     return { status: 'done' };
   };
