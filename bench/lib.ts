@@ -100,6 +100,31 @@ export function sampleRss(everyMs = 100): { stop(): RssSample } {
 }
 
 /** Machine facts stored with every result, so figures from different hosts are not compared blindly. */
+/**
+ * CPU time (user + system, µs) used so far by the local Redis and PostgreSQL server processes, read
+ * from /proc: on a machine where they share the cores with the process under test, their work per
+ * job is part of what a throughput ratio measures. Undefined where /proc cannot tell (not Linux).
+ */
+export async function localServerCpuUs(): Promise<{ redis: number; postgres: number } | undefined> {
+  const ticksPerSecond = 100; // USER_HZ: 100 on every Linux architecture Node.js runs on
+  try {
+    const totals = { redis: 0, postgres: 0 };
+    for (const pid of await fs.readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const server = name.startsWith('redis-server') ? 'redis' : name.startsWith('postgres') ? 'postgres' : undefined;
+      if (!server) continue;
+      // Fields after the name: state is the first, utime the 12th and stime the 13th.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      totals[server] += ((Number(fields[11]) + Number(fields[12])) / ticksPerSecond) * 1e6;
+    }
+    return totals;
+  } catch {
+    return undefined;
+  }
+}
+
 export function machineInfo() {
   const cpus = os.cpus();
   return {

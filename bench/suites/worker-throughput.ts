@@ -26,6 +26,7 @@ import {
   median,
   progress,
   round,
+  localServerCpuUs,
   sampleRss,
   type BenchRow,
   type Suite,
@@ -49,11 +50,23 @@ interface RunFigures {
   rssPeakMb: number;
   /** CPU time of this process per job, user + system: less sensitive to other load than jobs/s. */
   cpuUsPerJob: number;
+  /** CPU time of the local Redis and PostgreSQL servers per job, where /proc tells. */
+  serversUsPerJob?: { redis: number; postgres: number };
 }
 
 const cpuSince = (start: NodeJS.CpuUsage, count: number) => {
   const used = process.cpuUsage(start);
   return (used.user + used.system) / count;
+};
+
+/** Starts counting the local servers' CPU time; the returned function gives it per job. */
+const serversCpu = async () => {
+  const start = await localServerCpuUs();
+  return async (count: number) => {
+    const end = await localServerCpuUs();
+    if (!start || !end) return undefined;
+    return { redis: (end.redis - start.redis) / count, postgres: (end.postgres - start.postgres) / count };
+  };
 };
 
 export const suite: Suite = {
@@ -120,6 +133,7 @@ export const suite: Suite = {
     const runRaw = async (count: number): Promise<RunFigures> => {
       await enqueueRaw(count);
       const rss = sampleRss();
+      const servers = await serversCpu();
       const cpu = process.cpuUsage();
       const worker = new Worker(RAW_QUEUE, async (_job: Job) => undefined, {
         connection: redis,
@@ -134,10 +148,11 @@ export const suite: Suite = {
       void worker.run();
       const { ms, failed } = await done;
       const cpuUsPerJob = cpuSince(cpu, count);
+      const serversUsPerJob = await servers(count);
       await worker.close();
       const { peakMb } = rss.stop();
       await rawQueue.obliterate({ force: true });
-      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob };
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob, serversUsPerJob };
     };
 
     const runEffects = async (count: number, logLevel: 'info' | 'debug'): Promise<RunFigures> => {
@@ -152,6 +167,7 @@ export const suite: Suite = {
         destination: pino.destination({ dest: '/dev/null', sync: false }) as unknown as NodeJS.WritableStream,
       });
       const runtime = new api.Runtime(settings, { logger });
+      const servers = await serversCpu();
       const cpu = process.cpuUsage();
       // startWorker starts consuming at once; the queue stays paused until the listeners are attached.
       await effectQueue.pause();
@@ -160,6 +176,7 @@ export const suite: Suite = {
       await effectQueue.resume();
       const { ms, failed } = await done;
       const cpuUsPerJob = cpuSince(cpu, count);
+      const serversUsPerJob = await servers(count);
       await handle.close({ timeoutMs: 10_000 });
       const { peakMb } = rss.stop();
       const pending = await admin.withSchema(schema).table('ledger').whereNot('status', 'done').count<{ count: string }[]>('* as count');
@@ -167,7 +184,7 @@ export const suite: Suite = {
       await effectQueue.obliterate({ force: true });
       // Every round starts from an empty ledger, so later rounds do not work on a larger index.
       await admin.withSchema(schema).table('ledger').del();
-      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob };
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob, serversUsPerJob };
     };
 
     const results: Record<Side, RunFigures[]> = { raw: [], effects: [], 'effects-debug': [] };
@@ -236,6 +253,7 @@ export const suite: Suite = {
         value: round(median(results.effects.map((r) => r.cpuUsPerJob)), 0),
         unit: 'µs',
       },
+      ...serverCpuRows(results),
       { metric: 'failed jobs (all runs)', value: failed, unit: 'jobs', target: '= 0', pass: failed === 0 },
       {
         metric: 'peak RSS during effects runs',
@@ -259,3 +277,29 @@ export const suite: Suite = {
     };
   },
 };
+
+/**
+ * Where the local servers' CPU time per job is known: theirs, and the sum with the worker's. With
+ * Redis, PostgreSQL and the worker on the same cores and all of them busy, the ratio of the sums is
+ * about the throughput ratio, whichever process a change saves time in.
+ */
+function serverCpuRows(results: Record<Side, RunFigures[]>): BenchRow[] {
+  const known = (side: Side) => results[side].flatMap((r) => (r.serversUsPerJob ? [{ ...r.serversUsPerJob, worker: r.cpuUsPerJob }] : []));
+  const raw = known('raw');
+  const effects = known('effects');
+  if (raw.length === 0 || effects.length === 0) return [];
+  const med = (runs: typeof raw, pick: (r: (typeof raw)[number]) => number) => round(median(runs.map(pick)), 0);
+  const total = (r: (typeof raw)[number]) => r.worker + r.redis + r.postgres;
+  return [
+    { metric: 'Redis CPU per job, raw', value: med(raw, (r) => r.redis), unit: 'µs' },
+    { metric: 'Redis CPU per job, effects', value: med(effects, (r) => r.redis), unit: 'µs' },
+    { metric: 'PostgreSQL CPU per job, effects', value: med(effects, (r) => r.postgres), unit: 'µs' },
+    {
+      metric: 'CPU per job, worker + Redis + PostgreSQL, effects',
+      value: med(effects, total),
+      unit: 'µs',
+      baseline: med(raw, total),
+      ratio: round(median(raw.map(total)) / median(effects.map(total)), 3),
+    },
+  ];
+}
