@@ -91,7 +91,7 @@ export interface EffectsConfig {
      */
     startupJitter?: string | number;
     /**
-     * The worker's ledger check and done-mark as a named prepared statement. Set false behind a
+     * The worker's ledger reads and done-marks as named prepared statements. Set false behind a
      * pooler that does not keep prepared statements (PgBouncer in transaction mode before 1.21).
      * @defaultValue true
      */
