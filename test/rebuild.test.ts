@@ -7,7 +7,7 @@ import { defineEffect, type EffectDefinition } from '../src/index.js';
 import { QueueSettings } from '../src/ledger/queue-settings.js';
 import { rebuild } from '../src/ops/rebuild.js';
 import { listOperations } from '../src/ops/audit.js';
-import { jobIdForRow } from '../src/queue/keys.js';
+import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { sleep } from '../src/core/sleep.js';
 import { deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
@@ -148,6 +148,8 @@ describe('rebuild', () => {
     // The ledger says both are owed again (a replay interrupted before it re-added the jobs): neither
     // job is alive, and both finished before the rows became pending.
     await ledger().whereIn('id', [crmRow.id, emailRow.id]).update({ status: 'pending', pending_since: services.db.fn.now() });
+    // The window ends at the rebuild's start, in whole milliseconds; pending_since has microseconds.
+    await sleep(5);
     const result = await rebuild(runtime, { since: Date.now() - 5000, audit: false });
     expect(result).toMatchObject({ scanned: 2, enqueued: 2, redriven: 2, alreadyQueued: 0, markedDone: 0 });
 
@@ -160,19 +162,29 @@ describe('rebuild', () => {
   it('marks done, without running it again, a row whose job completed after the row became pending', async () => {
     worker ??= await startWorker(services.runtime(config));
     const runtime = services.runtime(config);
-    const rows = await owe(['lost-mark-1'], 1000);
-    await rebuild(runtime, { since: Date.now() - 5000, audit: false });
-    await waitFor(async () => (await ledger().whereIn('id', rows.map((r) => r.id))).every((r) => r.status === 'done'));
+    // A window of its own: rows of the other tests became pending at other times.
+    const rows = await owe(['lost-mark-1'], 200_000);
+    const ids = rows.map((r) => r.id);
+    const window = { since: Date.now() - 205_000, until: Date.now() - 195_000 };
+    await rebuild(runtime, { ...window, audit: false });
+    await waitFor(async () => (await ledger().whereIn('id', ids)).every((r) => r.status === 'done'));
     const runsBefore = runs.get('send-email:lost-mark-1');
 
     // A worker killed before it wrote its last done-marks: the jobs completed, the rows say pending.
-    await ledger().whereIn('id', rows.map((r) => r.id)).update({ status: 'pending', finished_at: null });
-    const dry = await rebuild(runtime, { since: Date.now() - 5000, dryRun: true });
+    await ledger().whereIn('id', ids).update({ status: 'pending', finished_at: null });
+    // Just completed: the mark may be on its way, so the rows are left to their worker.
+    const fresh = await rebuild(runtime, { ...window, audit: false });
+    expect(fresh).toMatchObject({ scanned: 2, enqueued: 0, markedDone: 0, alreadyQueued: 2 });
+
+    // Completed a while ago, and still no mark: it was lost.
+    const keys = redisKeys(services.prefix);
+    for (const row of rows) await services.redis.hset(keys.job(row.effect, jobIdForRow(row.id)), 'finishedOn', Date.now() - 10_000);
+    const dry = await rebuild(runtime, { ...window, dryRun: true });
     expect(dry).toMatchObject({ scanned: 2, enqueued: 0, markedDone: 2, alreadyQueued: 0 });
-    const result = await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    const result = await rebuild(runtime, { ...window, audit: false });
     expect(result).toMatchObject({ scanned: 2, enqueued: 0, redriven: 0, markedDone: 2, alreadyQueued: 0 });
 
-    const settled = await ledger().whereIn('id', rows.map((r) => r.id));
+    const settled = await ledger().whereIn('id', ids);
     expect(settled.map((r) => r.status)).toEqual(['done', 'done']);
     expect(settled.every((r) => r.finished_at !== null)).toBe(true);
     await sleep(300);

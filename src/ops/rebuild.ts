@@ -59,6 +59,12 @@ export interface RebuildResult {
 }
 
 const DEFAULT_PAGE_SIZE = 2000;
+/**
+ * A job that completed this recently may have its done-mark on the way (workers write them behind,
+ * within milliseconds unless the database is slow): its row is left to its worker, counted as
+ * already queued, and settled by a later rebuild if the mark never comes.
+ */
+const SETTLE_AFTER_MS = 5000;
 const DEFAULT_CHUNK_SIZE = 500;
 const PUSHES_IN_FLIGHT = 2;
 
@@ -159,15 +165,13 @@ async function scanAndEnqueue(
     if (aborted()) break;
     result.scanned += rows.length;
     const { missing, failed, completed } = await partitionByLiveness(runtime, rows);
-    const settled = await runtime.ledger.settleCompleted(
-      completed.map(({ row, finishedOn }) => ({ id: row.id, finishedOn })),
-      { dryRun },
-    );
+    const { settled, notCovered } = await settleCompleted(runtime, completed, dryRun);
     result.markedDone += settled.size;
-    const finished = [...failed, ...completed.filter(({ row }) => !settled.has(row.id)).map(({ row }) => row)];
+    const finished = [...failed, ...notCovered];
     // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
     const redrive = finished.length ? await stillPending(runtime, finished) : [];
     const toEnqueue = redrive.length ? [...missing, ...redrive] : missing;
+    // Rows whose mark is on its way count here too: their job exists, and nothing is added for them.
     result.alreadyQueued += rows.length - toEnqueue.length - settled.size;
 
     if (dryRun) {
@@ -267,6 +271,21 @@ async function partitionByLiveness(runtime: Runtime, rows: PendingRef[]) {
     else if (job.state === 'completed') completed.push({ row, finishedOn: job.finishedOn });
   });
   return { missing, failed, completed };
+}
+
+/**
+ * Pending rows whose job completed after they became pending: the effect ran, and the row waits for
+ * its done-mark. Marked done here when the job completed over `SETTLE_AFTER_MS` ago (the mark was
+ * lost); left to the worker when more recently. The others (the row became pending again after its
+ * job ran: a replay) are for re-driving.
+ */
+async function settleCompleted(runtime: Runtime, completed: Array<{ row: PendingRef; finishedOn: number }>, dryRun: boolean) {
+  const jobs = completed.map(({ row, finishedOn }) => ({ id: row.id, finishedOn }));
+  const covered = await runtime.ledger.settleCompleted(jobs, { dryRun: true });
+  const settleBefore = Date.now() - SETTLE_AFTER_MS;
+  const lost = jobs.filter((job) => covered.has(job.id) && job.finishedOn <= settleBefore);
+  const settled = dryRun ? new Set(lost.map((job) => job.id)) : await runtime.ledger.settleCompleted(lost);
+  return { settled, notCovered: completed.filter(({ row }) => !covered.has(row.id)).map(({ row }) => row) };
 }
 
 async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<PendingRef[]> {
