@@ -27,9 +27,11 @@ export function registerRebuild(program: Command, setExitCode: (code: number) =>
       'after',
       `
 The window is on when a row became pending (emitted, or last put back by \`effects replay\`),
-not on when it was created. Prints scanned / enqueued / already queued. Rows whose job is alive
-are counted, not duplicated; a job BullMQ still holds as completed or failed while the ledger
-says pending is re-driven. After a Redis wipe it first puts back each queue's configured limits
+not on when it was created. Prints scanned / enqueued / already queued / marked done. Rows whose
+job is alive are counted, not duplicated. A row whose job completed after the row became pending
+(over 5 s ago) is marked done without running again: only its done-mark was lost with a crashed
+worker. A job BullMQ holds as failed, or as completed before the row became pending again (a
+replay), is re-driven. After a Redis wipe it first puts back each queue's configured limits
 and the paused state an operator left it in. Ctrl-C stops between chunks; a re-run continues.
 
 Examples:
