@@ -13,9 +13,9 @@ import { freePort } from './servers.js';
 /** The value of one sample in Prometheus text format, or undefined when it is absent. */
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split('\n')) {
-    const match = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
+    const match = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
     if (!match || match[1] !== name) continue;
-    const found = Object.fromEntries([...match[2].matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
     if (Object.entries(labels).every(([k, v]) => found[k] === v)) return Number(match[3]);
   }
   return undefined;
@@ -86,6 +86,8 @@ describe('worker metrics', () => {
     expect(sample(text, 'effects_queue_jobs', { queue: 'metered', state: 'failed' })).toBe(1);
     expect(sample(text, 'effects_queue_jobs', { queue: 'metered', state: 'waiting' })).toBe(0);
     expect(text).toContain('# HELP effects_jobs_total');
+    // Every mark is written within milliseconds of its job: none stays held.
+    await waitFor(async () => sample(await (await fetch(`${base}/metrics`)).text(), 'effects_done_marks_held', {}) === 0);
   });
 
   it('answers /healthz with 200 while a worker waits out its start-up jitter', async () => {

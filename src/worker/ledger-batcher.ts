@@ -123,7 +123,12 @@ export class LedgerBatcher {
       return Promise.resolve();
     }
     const write = this.writeDoneMarks();
-    return this.doneMarks.size + this.writing.size >= MAX_HELD_MARKS ? write.then(() => undefined) : Promise.resolve();
+    return this.heldDoneMarks >= MAX_HELD_MARKS ? write.then(() => undefined) : Promise.resolve();
+  }
+
+  /** Done-marks not yet committed: waiting for the next statement, or in the one in flight. */
+  get heldDoneMarks(): number {
+    return this.doneMarks.size + this.writing.size;
   }
 
   recordFailure(record: FailureRecord): Promise<true> {

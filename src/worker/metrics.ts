@@ -8,8 +8,11 @@ export interface WorkerMetrics {
   duration: Histogram<'effect' | 'outcome'>;
 }
 
-/** Prometheus metrics of one worker process: outcomes, durations, and queue depths read on scrape. */
-export function createMetrics(runtime: Runtime, queueNames: string[]): WorkerMetrics {
+/**
+ * Prometheus metrics of one worker process: outcomes, durations, queue depths read on scrape, and
+ * the done-marks it holds (`heldDoneMarks`), written behind.
+ */
+export function createMetrics(runtime: Runtime, queueNames: string[], heldDoneMarks: () => number): WorkerMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'effects_process_' });
   const jobs = new Counter({
@@ -24,6 +27,14 @@ export function createMetrics(runtime: Runtime, queueNames: string[]): WorkerMet
     labelNames: ['effect', 'outcome'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
+  });
+  new Gauge({
+    name: 'effects_done_marks_held',
+    help: 'Done-marks of completed jobs not yet written to the ledger (written every 20 ms; a count that stays up means the database is slow or refusing them).',
+    registers: [registry],
+    collect() {
+      this.set(heldDoneMarks());
+    },
   });
   new Gauge({
     name: 'effects_queue_jobs',

@@ -59,7 +59,11 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const { databaseUrl, schema, worker: workerSettings } = runtime.settings;
   const hotPath = new LedgerHotPath(databaseUrl, schema, { preparedStatements: workerSettings.preparedStatements });
   const batcher = new LedgerBatcher(runtime.ledger, hotPath, log);
-  const metrics = createMetrics(runtime, effects.map((e) => e.name));
+  const metrics = createMetrics(
+    runtime,
+    effects.map((e) => e.name),
+    () => batcher.heldDoneMarks,
+  );
   const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
 
   const inFlight = new InFlight();
