@@ -85,7 +85,8 @@ export function createTaskFunction(
 ) {
   const { poisonThreshold } = runtime.settings;
 
-  return async function runTask(job: Job): Promise<Outcome> {
+  /** `startedAt`: when the job was picked (a `performance.now()`), so the log and the metrics time the same span. */
+  return async function runTask(job: Job, startedAt = performance.now()): Promise<Outcome> {
     const attempt = job.attemptsMade + 1;
     let task: Task;
     try {
@@ -103,7 +104,6 @@ export function createTaskFunction(
     const taskLog = runtime.logger.child({ effect: effect.name, jobId: job.id, attempt, event: task.event, id: task.id });
     // The steps before the outcome are for tracing one job: at info a job logs one line, its outcome
     // (finished or skipping) or its failure, so the log volume of a busy fleet is one line per job.
-    const startedAt = performance.now();
     taskLog.debug('checking');
 
     const row = await findRow(runtime, ledger, effect, job, task);

@@ -97,7 +97,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         const startedAt = performance.now();
         const seconds = () => (performance.now() - startedAt) / 1000;
         try {
-          const outcome: Outcome = await runTask(job);
+          const outcome: Outcome = await runTask(job, startedAt);
           record(outcome.status, seconds());
           return outcome;
         } catch (error) {
