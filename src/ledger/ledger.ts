@@ -60,6 +60,16 @@ function storableError(message: string): string {
   return message.replaceAll('\u0000', '\uFFFD').slice(0, MAX_ERROR_LENGTH);
 }
 
+/** A job BullMQ holds as completed: its ledger row id and its `finishedOn` (epoch ms). */
+export interface CompletedJob {
+  id: string;
+  finishedOn: number;
+}
+
+const COMPLETED_JOBS = 'unnest(?::bigint[], ?::bigint[]) as j(id, finished_on)';
+const COVERED_BY_ITS_JOB = `l.id = j.id and l.status = 'pending' and l.pending_since <= to_timestamp(j.finished_on / 1000.0)`;
+const completedJobBindings = (jobs: readonly CompletedJob[]) => [jobs.map((j) => j.id), jobs.map((j) => j.finishedOn)];
+
 /**
  * Every SQL statement on the ledger table. Callers pass ids as strings (bigint) and get rows in
  * camelCase; the column names stay in this file.
@@ -112,27 +122,34 @@ export class Ledger {
   }
 
   /**
-   * Marks done the pending rows whose job BullMQ holds as completed, a run that finished after the
-   * row last became pending: the effect ran for it, and only its done-mark, written behind, was lost
-   * (a worker crash). A row made pending again after its job finished (a replay) is left alone.
-   * Returns the ids it marked, or on a dry run the ids it would mark. Times are epoch ms; the job's
+   * Of the rows of these completed jobs, the pending ones whose job finished after the row last
+   * became pending: the effect ran for it, and the row waits only for its done-mark. A row made
+   * pending again after its job finished (a replay) is not covered. Times are epoch ms; the job's
    * comes from the worker's clock, so a clock behind PostgreSQL's errs towards running again.
    */
-  async settleCompleted(jobs: ReadonlyArray<{ id: string; finishedOn: number }>, options: { dryRun?: boolean } = {}): Promise<Set<string>> {
+  async coveredByCompletedJobs(jobs: readonly CompletedJob[]): Promise<Set<string>> {
     if (jobs.length === 0) return new Set();
-    const bindings = [this.schema, jobs.map((j) => j.id), jobs.map((j) => j.finishedOn)];
-    const jobsTable = 'unnest(?::bigint[], ?::bigint[]) as j(id, finished_on)';
-    const matching = `l.id = j.id and l.status = 'pending' and l.pending_since <= to_timestamp(j.finished_on / 1000.0)`;
-    const result = options.dryRun
-      ? await this.db.raw<{ rows: Array<{ id: string }> }>(`select l.id from ??.ledger as l, ${jobsTable} where ${matching}`, bindings)
-      : await this.db.raw<{ rows: Array<{ id: string }> }>(
-          `update ??.ledger as l
-              set status = 'done', finished_at = to_timestamp(j.finished_on / 1000.0), updated_at = now(), last_error = null
-             from ${jobsTable}
-            where ${matching}
-           returning l.id`,
-          bindings,
-        );
+    const result = await this.db.raw<{ rows: Array<{ id: string }> }>(
+      `select l.id from ??.ledger as l, ${COMPLETED_JOBS} where ${COVERED_BY_ITS_JOB}`,
+      [this.schema, ...completedJobBindings(jobs)],
+    );
+    return new Set(result.rows.map((r) => String(r.id)));
+  }
+
+  /**
+   * Marks done the rows `coveredByCompletedJobs` finds (checked again in the statement), finished
+   * when their job did. Returns the ids it marked.
+   */
+  async settleCompleted(jobs: readonly CompletedJob[]): Promise<Set<string>> {
+    if (jobs.length === 0) return new Set();
+    const result = await this.db.raw<{ rows: Array<{ id: string }> }>(
+      `update ??.ledger as l
+          set status = 'done', finished_at = to_timestamp(j.finished_on / 1000.0), updated_at = now(), last_error = null
+         from ${COMPLETED_JOBS}
+        where ${COVERED_BY_ITS_JOB}
+       returning l.id`,
+      [this.schema, ...completedJobBindings(jobs)],
+    );
     return new Set(result.rows.map((r) => String(r.id)));
   }
 

@@ -281,8 +281,7 @@ async function partitionByLiveness(runtime: Runtime, rows: PendingRef[]) {
  */
 async function settleCompleted(runtime: Runtime, completed: Array<{ row: PendingRef; finishedOn: number }>, dryRun: boolean) {
   const jobs = completed.map(({ row, finishedOn }) => ({ id: row.id, finishedOn }));
-  // The rows a dry run would settle are the ones each job's run covers, whatever its age.
-  const covered = await runtime.ledger.settleCompleted(jobs, { dryRun: true });
+  const covered = await runtime.ledger.coveredByCompletedJobs(jobs);
   const settleBefore = Date.now() - SETTLE_AFTER_MS;
   const lost = jobs.filter((job) => covered.has(job.id) && job.finishedOn <= settleBefore);
   const settled = dryRun ? new Set(lost.map((job) => job.id)) : await runtime.ledger.settleCompleted(lost);

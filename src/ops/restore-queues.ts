@@ -36,14 +36,16 @@ export async function restoreQueueSettings(
   const pipeline = runtime.redis.pipeline();
   for (const queue of candidates) pipeline.hexists(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD);
   const replies = (await pipeline.exec()) ?? [];
+  const missing = candidates.filter((_queue, i) => Number(replies[i]?.[1]) !== 1);
+  // Every queue still has its settings: the usual case at a worker's start and a rebuild's.
+  if (missing.length === 0) return [];
   // A plan this version cannot read (written by a newer effects) owns every queue's limits: a worker
   // must still start, and must not fight the ramp.
   const ramp = await new RampStore(runtime.redis, runtime.settings.prefix).read().catch(() => 'unreadable' as const);
   const isRamped = (queue: string) => ramp === 'unreadable' || Boolean(ramp?.queues.some((q) => q.name === queue));
 
   const restored: RestoredQueue[] = [];
-  for (const [i, queue] of candidates.entries()) {
-    if (Number(replies[i]?.[1]) === 1) continue;
+  for (const queue of missing) {
     const effect = runtime.effectsByName.get(queue);
     const limits = effect && !isRamped(queue) ? effect : undefined;
     const entry: RestoredQueue = {
