@@ -39,6 +39,7 @@ describe('the four structured logs', () => {
       backoff: { type: 'fixed', delay: 10 },
       async run(task, ctx) {
         if (task.id === 'flaky' && ctx.attempt === 1) throw new Error('first try fails');
+        if (task.id === 'A-1') ctx.log.info({ password: 'from-the-effect' }, 'calling the CRM');
       },
     }),
   ];
@@ -64,7 +65,7 @@ describe('the four structured logs', () => {
 
   const logsOf = (jobId: string) => capture.parsed().filter((l) => l.jobId === jobId);
 
-  it('checking, doing, finished: each with effect, event, id, job id and attempt; at info only the outcome', async () => {
+  it("checking, doing, the effect's own lines, finished: each with effect, event, id, job id and attempt; at info only the outcome", async () => {
     const { ledgerIds } = await effects.emit('order_placed', 'A-1');
     const jobId = `ledger-${ledgerIds[0]}`;
     await waitFor(() => logsOf(jobId).some((l) => l.msg === 'finished'));
@@ -72,12 +73,15 @@ describe('the four structured logs', () => {
     expect(lines.map((l) => [l.msg, l.level])).toEqual([
       ['checking', 20],
       ['doing', 20],
+      ['calling the CRM', 30],
       ['finished', 30],
     ]);
     for (const line of lines) {
       expect(line).toMatchObject({ effect: 'logged', event: 'order_placed', id: 'A-1', jobId, attempt: 1 });
     }
-    expect(lines[2].durationMs).toEqual(expect.any(Number));
+    // ctx.log redacts as the process logger does.
+    expect(lines[2].password).toBe('***');
+    expect(lines[3].durationMs).toEqual(expect.any(Number));
   });
 
   it('a retry logs its attempt number; the failure is logged with its error', async () => {

@@ -2,6 +2,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { EffectContext, Task } from '../config/types.js';
 import { asError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import type { Runtime } from '../core/runtime.js';
 import type { LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
@@ -84,6 +85,12 @@ export function createTaskFunction(
   hooks: TaskHooks = {},
 ) {
   const { poisonThreshold } = runtime.settings;
+  /**
+   * Writes the one line a job logs at info, its outcome. Its fields are fixed (ids, attempt,
+   * duration, a reason of ours) and none is a key that pino's redaction looks for, so it skips that
+   * pass; connection passwords are still cut from the line by the logger's scrubber.
+   */
+  const outcomeLog = runtime.logger.child({ effect: effect.name }, { redact: [] });
 
   /** `startedAt`: when the job was picked (a `performance.now()`), so the log and the metrics time the same span. */
   return async function runTask(job: Job, startedAt = performance.now()): Promise<Outcome> {
@@ -99,20 +106,31 @@ export function createTaskFunction(
       );
       throw error;
     }
-    // One child logger per job, not one per step of binding: each child serialises its bindings,
-    // and at thousands of jobs a second that shows in the worker's throughput.
-    const taskLog = runtime.logger.child({ effect: effect.name, jobId: job.id, attempt, event: task.event, id: task.id });
+    const fields = { jobId: job.id, attempt, event: task.event, id: task.id };
+    // The job's own logger (for the effect's ctx.log, debug steps and failures) is made on first use:
+    // a child serialises its bindings, and most jobs of a busy worker log nothing but their outcome.
+    let jobLog: Logger | undefined;
+    const taskLog = () => (jobLog ??= runtime.logger.child({ effect: effect.name, ...fields }));
+    const outcome = (result: Outcome): Outcome => {
+      const durationMs = elapsedMs(startedAt);
+      if (result.status === 'done') outcomeLog.info({ ...fields, durationMs }, 'finished');
+      else outcomeLog.info({ ...fields, reason: result.reason, durationMs }, 'skipping');
+      return result;
+    };
+    const skip = (reason: string) => outcome({ status: 'skipped', reason });
     // The steps before the outcome are for tracing one job: at info a job logs one line, its outcome
     // (finished or skipping) or its failure, so the log volume of a busy fleet is one line per job.
-    taskLog.debug('checking');
+    if (runtime.logger.isLevelEnabled('debug')) taskLog().debug('checking');
 
     const row = await findRow(runtime, ledger, effect, job, task);
-    if (!row) return skip(taskLog, startedAt, 'no ledger row owes this effect');
-    if (row.status === 'done' || row.status === 'discarded') return skip(taskLog, startedAt, `ledger row is ${row.status}`);
+    if (!row) return skip('no ledger row owes this effect');
+    if (row.status === 'done' || row.status === 'discarded') return skip(`ledger row is ${row.status}`);
 
     const ctx: EffectContext = {
       db: runtime.db,
-      log: taskLog,
+      get log() {
+        return taskLog();
+      },
       idempotencyKey: idempotencyKey(effect.name, row.id),
       attempt,
       jobId: String(job.id),
@@ -121,9 +139,9 @@ export function createTaskFunction(
     try {
       if (effect.isNeeded && !(await effect.isNeeded(task, ctx))) {
         await ledger.markDone(row);
-        return skip(taskLog, startedAt, 'effect reports the work is no longer needed');
+        return skip('effect reports the work is no longer needed');
       }
-      taskLog.debug('doing');
+      if (runtime.logger.isLevelEnabled('debug')) taskLog().debug('doing');
       await effect.run(task, ctx);
     } catch (error) {
       const err = asError(error);
@@ -133,24 +151,23 @@ export function createTaskFunction(
       await ledger
         .recordFailure({ id: row.id, attempts: attempt, error: err.message, final })
         .catch((recordError: unknown) =>
-          taskLog.error({ err: recordError, final }, 'could not record the failure in the ledger'),
+          taskLog().error({ err: recordError, final }, 'could not record the failure in the ledger'),
         );
       // Exactly once per job: the attempt that reaches the threshold, or the last one when the job
       // fails for good before it (fewer attempts than the threshold, or an UnrecoverableError), which
       // would otherwise fail silently.
       if (attempt === poisonThreshold || (final && attempt < poisonThreshold)) {
         const why = attempt === poisonThreshold ? 'attempts reached the threshold' : 'failed for good before the threshold';
-        taskLog.error({ err, poisonThreshold, final }, `poison pill: ${why}`);
+        taskLog().error({ err, poisonThreshold, final }, `poison pill: ${why}`);
         hooks.onPoison?.(job, effect, err);
       } else {
-        taskLog.warn({ err: { message: err.message }, final }, final ? 'failed for good' : 'failed; will retry');
+        taskLog().warn({ err: { message: err.message }, final }, final ? 'failed for good' : 'failed; will retry');
       }
       throw err;
     }
     // Written behind, with the other jobs' marks (see LedgerBatcher).
     await ledger.markDone(row);
-    taskLog.info({ durationMs: elapsedMs(startedAt) }, 'finished');
-    return { status: 'done' };
+    return outcome({ status: 'done' });
   };
 }
 
@@ -161,11 +178,6 @@ export function createTaskFunction(
  */
 function isUnrecoverable(error: Error): boolean {
   return error instanceof UnrecoverableError || error.name === 'UnrecoverableError';
-}
-
-function skip(log: EffectContext['log'], startedAt: number, reason: string): Outcome {
-  log.info({ reason, durationMs: elapsedMs(startedAt) }, 'skipping');
-  return { status: 'skipped', reason };
 }
 
 /** Milliseconds since `startedAt` (a `performance.now()`), to a tenth. */
