@@ -36,9 +36,9 @@ export class LedgerHotPath {
   private readonly markDoneQuery: pg.QueryConfig;
 
   constructor(databaseUrl: string, schema: string, options: LedgerHotPathOptions = {}) {
-    // One connection: the batcher keeps one read and one done-mark statement in flight, and joins
-    // what arrives meanwhile to the next one. 3 s to connect, as the knex pool, so an unreachable
-    // server is reported fast.
+    // One connection: the batcher's statements (two reads and one done-mark at most) queue on it, so
+    // the next goes out as soon as the server is done with the last. 3 s to connect, as the knex
+    // pool, so an unreachable server is reported fast.
     const timeoutMs = options.queryTimeoutMs ?? 10_000;
     this.pool = new pg.Pool({
       connectionString: databaseUrl,
