@@ -9,6 +9,7 @@ import type * as Api from '../src/index.js';
 import type * as Queues from '../src/queue/queues.js';
 import type * as RedisConnections from '../src/queue/redis.js';
 import type * as Keys from '../src/queue/keys.js';
+import type * as Logging from '../src/core/logger.js';
 
 async function fromDist<T>(relative: string): Promise<T> {
   const url = new URL(`../dist/${relative}`, import.meta.url);
@@ -23,3 +24,4 @@ export const effects = await fromDist<typeof Api>('index.js');
 export const queues = await fromDist<typeof Queues>('queue/queues.js');
 export const redisConnections = await fromDist<typeof RedisConnections>('queue/redis.js');
 export const keys = await fromDist<typeof Keys>('queue/keys.js');
+export const logging = await fromDist<typeof Logging>('core/logger.js');

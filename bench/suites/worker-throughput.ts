@@ -8,16 +8,15 @@
  * effects, raw, ...) after an untimed warm-up, and each side reports its median.
  *
  * Logs: the effects worker logs as `effects worker` does, at `info` (one line per job, its outcome)
- * with the same logger options and asynchronous writes, but into /dev/null instead of stdout:
+ * with the same logger options and destination (`logDestination`), but into /dev/null instead of stdout:
  * serialising and writing every line is paid, only the reader of the stream is missing. Raw BullMQ
  * has no job logging, so it writes nothing. A third variant runs the effects worker at `debug`
  * (checking / doing / finished per job), to show what tracing every step costs.
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import knexFactory from 'knex';
-import { pino } from 'pino';
 import type { Logger } from '../../src/core/logger.js';
-import { effects as api, queues, redisConnections } from '../package.js';
+import { effects as api, logging, queues, redisConnections } from '../package.js';
 import { deleteKeys } from '../../test/helpers.js';
 import {
   DATABASE_URL,
@@ -164,7 +163,7 @@ export const suite: Suite = {
         pretty: false,
         secrets: [REDIS_URL, DATABASE_URL],
         // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
-        destination: pino.destination({ dest: '/dev/null', sync: false }) as unknown as NodeJS.WritableStream,
+        destination: logging.logDestination('/dev/null') as unknown as NodeJS.WritableStream,
       });
       const runtime = new api.Runtime(settings, { logger });
       const servers = await serversCpu();
@@ -272,7 +271,7 @@ export const suite: Suite = {
           `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at debug [${perRun('effects-debug')}]`,
         `paired ratio (median over rounds of effects/raw within the round): ${round(paired, 3)}`,
         'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
-        'same Redis, prefix, concurrency and job options on both sides; effects logs one info line per job (three at debug) to /dev/null (asynchronous pino writes, as the CLI), raw logs nothing',
+        'same Redis, prefix, concurrency and job options on both sides; effects logs one info line per job (three at debug) to /dev/null (the CLI's buffered asynchronous writes), raw logs nothing',
       ],
     };
   },

@@ -40,11 +40,18 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     });
   }
   if (settings.destination) return pino(options, settings.destination);
-  // Asynchronous writes to stdout: lines that arrive while a write is in flight go out together in
-  // the next one, instead of one blocking write per line (3 lines per job cost a busy worker about
-  // a tenth of its time). An idle process still writes each line at once, and pino flushes what is
-  // left when the process exits.
-  return pino(options, pino.destination({ dest: 1, sync: false }));
+  return pino(options, logDestination(1));
+}
+
+/**
+ * Where the process logger writes (a file descriptor or path): asynchronously, in chunks of 4 KiB
+ * or every 100 ms, whichever comes first, instead of one write per line or per few lines. Interleaved
+ * in one busy worker on a 2-core machine, that gave 0-7% more jobs/s and 2-10% less CPU per job.
+ * pino writes what is held when the process exits, an uncaught exception included; a process killed
+ * with SIGKILL loses at most those 4 KiB or 100 ms of lines.
+ */
+export function logDestination(dest: number | string) {
+  return pino.destination({ dest, sync: false, minLength: 4096, periodicFlush: 100 });
 }
 
 /** A logger that drops everything: the default for library use until the app passes its own. */
