@@ -8,8 +8,8 @@ import type { Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
 /**
- * Reads out at once. The hot path has one connection, so the second waits in the driver's queue and
- * goes to the server the moment the first returns: PostgreSQL reads the next batch while the worker
+ * Reads out at once. Reads have one connection, so the second waits in the driver's queue and goes
+ * to the server the moment the first returns: PostgreSQL reads the next batch while the worker
  * runs the jobs of the last one, instead of waiting for them to be handed out first. Everything that
  * arrives meanwhile joins the batch after, so the batch still grows with the load. Two against one,
  * interleaved in one worker process on a 2-core machine: 2-9% more jobs/s and 5-11% less worker CPU
