@@ -271,7 +271,7 @@ export const suite: Suite = {
           `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at debug [${perRun('effects-debug')}]`,
         `paired ratio (median over rounds of effects/raw within the round): ${round(paired, 3)}`,
         'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
-        'same Redis, prefix, concurrency and job options on both sides; effects logs one info line per job (three at debug) to /dev/null (the CLI's buffered asynchronous writes), raw logs nothing',
+        'same Redis, prefix, concurrency and job options on both sides; effects logs one info line per job (three at debug) to /dev/null (buffered asynchronous writes, as the CLI), raw logs nothing',
       ],
     };
   },
