@@ -50,7 +50,7 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
  * pino writes what is held when the process exits, an uncaught exception included; a process killed
  * with SIGKILL loses at most those 4 KiB or 100 ms of lines.
  */
-export function logDestination(dest: number | string) {
+export function logDestination(dest: number | string): ReturnType<typeof pino.destination> {
   return pino.destination({ dest, sync: false, minLength: 4096, periodicFlush: 100 });
 }
 
