@@ -16,7 +16,7 @@ export interface CliProcess {
   logs(): Array<Record<string, unknown>>;
   /** Resolves when stdout or stderr matches. */
   waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
-  /** Resolves with the exit code (or the signal) once the process has exited. */
+  /** Resolves with the exit code (or the signal) once the process has exited and its output is read. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** SIGKILL if still running: for cleanup. */
   kill(): Promise<void>;
@@ -33,7 +33,7 @@ export function spawnCli(args: string[], options: { env?: NodeJS.ProcessEnv; cwd
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
+    child.once('close', (code, signal) => resolve({ code, signal })),
   );
   return {
     child,

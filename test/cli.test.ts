@@ -401,6 +401,8 @@ describe('effects CLI as a process', () => {
         await worker.waitForOutput(/worker started/);
         worker.child.kill('SIGTERM');
         expect(await worker.exited).toEqual({ code: 0, signal: null });
+        // Log lines are written in chunks; the last ones, logged just before exit, are written too.
+        expect(worker.logs().map((line) => line.msg).slice(-1)).toEqual(['worker stopped']);
       } finally {
         await worker.kill();
       }
