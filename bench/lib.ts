@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Worker } from 'bullmq';
 import Table from 'cli-table3';
 import chalk from 'chalk';
 
@@ -193,6 +194,52 @@ export function formatSuite(suite: Pick<Suite, 'name' | 'description'>, result: 
   for (const note of result.notes ?? []) lines.push(chalk.dim(`  · ${note}`));
   for (const artifact of result.artifacts ?? []) lines.push(chalk.dim(`  artifact: ${artifact}`));
   return lines.join('\n');
+}
+
+/**
+ * Times one drain of `count` jobs by `worker`: from its first `active` event to the count-th
+ * outcome, failures counted too. Its listeners are removed once it resolves, so a worker can be
+ * timed turn after turn.
+ */
+export function timeDrain(worker: Worker, count: number): Promise<{ ms: number; failed: number }> {
+  return new Promise((resolve) => {
+    let first = 0;
+    let finished = 0;
+    let failed = 0;
+    const onActive = () => {
+      if (first === 0) first = performance.now();
+    };
+    const onCompleted = () => finish();
+    const onFailed = () => {
+      failed += 1;
+      finish();
+    };
+    const finish = () => {
+      finished += 1;
+      if (finished < count) return;
+      worker.off('active', onActive).off('completed', onCompleted).off('failed', onFailed);
+      resolve({ ms: performance.now() - first, failed });
+    };
+    worker.on('active', onActive).on('completed', onCompleted).on('failed', onFailed);
+  });
+}
+
+/** Emits `count` events with ids `firstId`, `firstId + 1`, ..., 32 at a time, as a busy app would. */
+export async function emitMany(
+  emitter: { emit(event: string, id: string): Promise<unknown> },
+  event: string,
+  count: number,
+  firstId = 1,
+): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: 32 }, async () => {
+    while (next < count) {
+      const id = firstId + next;
+      next += 1;
+      await emitter.emit(event, String(id));
+    }
+  });
+  await Promise.all(lanes);
 }
 
 /** Progress lines go to stderr so stdout holds only the tables. */

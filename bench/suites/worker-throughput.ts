@@ -22,6 +22,8 @@ import {
   DATABASE_URL,
   REDIS_URL,
   benchNamespace,
+  emitMany,
+  timeDrain,
   median,
   progress,
   round,
@@ -98,36 +100,11 @@ export const suite: Suite = {
     };
 
     /** Effects side: every job through `emit`, so each has its ledger row, as in production. */
+    let effectsSeq = 0;
     const enqueueEffects = async (count: number) => {
-      let next = 0;
-      const lanes = Array.from({ length: 32 }, async () => {
-        while (next < count) {
-          next += 1;
-          await emitter.emit(EVENT, `${next}`);
-        }
-      });
-      await Promise.all(lanes);
+      await emitMany(emitter, EVENT, count, effectsSeq + 1);
+      effectsSeq += count;
     };
-
-    /** Times one drain: first `active` to the count-th `completed`, failures counted too. */
-    const drain = (worker: Worker, count: number) =>
-      new Promise<{ ms: number; failed: number }>((resolve) => {
-        let first = 0;
-        let finished = 0;
-        let failed = 0;
-        const finish = () => {
-          finished += 1;
-          if (finished === count) resolve({ ms: performance.now() - first, failed });
-        };
-        worker.on('active', () => {
-          if (first === 0) first = performance.now();
-        });
-        worker.on('completed', finish);
-        worker.on('failed', () => {
-          failed += 1;
-          finish();
-        });
-      });
 
     const runRaw = async (count: number): Promise<RunFigures> => {
       await enqueueRaw(count);
@@ -143,7 +120,7 @@ export const suite: Suite = {
         autorun: false,
       });
       worker.on('error', () => {});
-      const done = drain(worker, count);
+      const done = timeDrain(worker, count);
       void worker.run();
       const { ms, failed } = await done;
       const cpuUsPerJob = cpuSince(cpu, count);
@@ -171,7 +148,7 @@ export const suite: Suite = {
       // startWorker starts consuming at once; the queue stays paused until the listeners are attached.
       await effectQueue.pause();
       const handle = await api.startWorker(runtime, { concurrency: CONCURRENCY });
-      const done = drain(handle.workers[0], count);
+      const done = timeDrain(handle.workers[0], count);
       await effectQueue.resume();
       const { ms, failed } = await done;
       const cpuUsPerJob = cpuSince(cpu, count);
