@@ -30,6 +30,7 @@ import {
   median,
   progress,
   round,
+  runMain,
   timeDrain,
   writeResult,
   type BenchRow,
@@ -191,13 +192,4 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    setTimeout(() => process.exit(code), 1000).unref();
-  },
-  (error) => {
-    process.stderr.write(`${(error as Error).stack ?? error}\n`);
-    process.exit(1);
-  },
-);
+runMain(() => main(process.argv.slice(2)));

@@ -242,6 +242,23 @@ export async function emitMany(
   await Promise.all(lanes);
 }
 
+/**
+ * Runs a bench script's `main` and exits with its code, or 1 with the stack when it throws. Scripts
+ * close what they open, but a stray handle must not keep a finished run alive.
+ */
+export function runMain(main: () => Promise<number>): void {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+      setTimeout(() => process.exit(code), 1000).unref();
+    },
+    (error: unknown) => {
+      process.stderr.write(`${(error as Error).stack ?? error}\n`);
+      process.exit(1);
+    },
+  );
+}
+
 /** Progress lines go to stderr so stdout holds only the tables. */
 export function progress(message: string): void {
   process.stderr.write(chalk.dim(`  ${message}\n`));

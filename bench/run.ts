@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import chalk from 'chalk';
-import { BENCH_DIR, formatSuite, writeResult, type Suite } from './lib.js';
+import { BENCH_DIR, formatSuite, runMain, writeResult, type Suite } from './lib.js';
 
 const SUITES_DIR = path.join(BENCH_DIR, 'suites');
 
@@ -66,14 +66,4 @@ async function main(argv: string[]): Promise<number> {
   return crashed.length ? 1 : 0;
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    // Suites close what they open, but a stray handle must not keep a finished run alive.
-    process.exitCode = code;
-    setTimeout(() => process.exit(code), 1000).unref();
-  },
-  (error) => {
-    process.stderr.write(`${(error as Error).stack ?? error}\n`);
-    process.exit(1);
-  },
-);
+runMain(() => main(process.argv.slice(2)));
