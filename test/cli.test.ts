@@ -365,7 +365,7 @@ describe('effects CLI as a process', () => {
       const ledger = new Ledger(services.db, services.schema);
       const rows = await ledger.owe('order_placed', '1', ['plain-orders']);
       await ledger.owe('order_placed', '2', ['plain-orders']);
-      await ledger.markDone([rows[0].id]);
+      await ledger.setStatus([rows[0].id], 'done');
       const migrated = await runCli(['status', '--json', ...connection()], { cwd: emptyDir });
       expect(migrated.code).toBe(0);
       expect(JSON.parse(migrated.stdout).ledger).toEqual([

@@ -104,7 +104,7 @@ describe('the four structured logs', () => {
   it('skipping: with the same fields and the reason', async () => {
     const ledger = runtime.ledger;
     const [row] = await ledger.owe('order_placed', 'B-2', ['logged']);
-    await ledger.markDone([row.id]);
+    await ledger.setStatus([row.id], 'done');
     await pushRows(runtime, [row]);
     const jobId = `ledger-${row.id}`;
     await waitFor(() => logsOf(jobId).some((l) => l.msg === 'skipping'));

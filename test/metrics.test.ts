@@ -60,7 +60,7 @@ describe('worker metrics', () => {
     const emitted = await Promise.all(['ok-1', 'ok-2', 'broken'].map((id) => effects.emit('order_placed', id)));
     // A row already done: its job is skipped.
     const [doneRow] = await ledger.owe('order_placed', 'already-done', ['metered']);
-    await ledger.markDone([doneRow.id]);
+    await ledger.setStatus([doneRow.id], 'done');
     await pushRows(services.runtime({ effects: definitions }), [doneRow]);
     // A delayed job shows in the depth gauge.
     await services.runtime({ effects: definitions }).queues.get('metered').add('order_placed', { event: 'order_placed', id: 'later' }, { delay: 60_000 });

@@ -207,7 +207,7 @@ describe('a done row is skipped when its job runs again', () => {
   it('when the row was marked done before the job ran', async () => {
     const ledger = services.runtime().ledger;
     const [row] = await ledger.owe('order_placed', 'done-first', ['once']);
-    await ledger.markDone([row.id]);
+    await ledger.setStatus([row.id], 'done');
     await pushRows(runtime, [row]);
     const jobId = jobIdForRow(row.id);
     await waitFor(() => skipsOf(jobId).length === 1);

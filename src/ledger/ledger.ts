@@ -112,15 +112,6 @@ export class Ledger {
     return ((await query) as DbLedgerRow[]).map(fromDb);
   }
 
-  /** Marks rows done. A row already discarded stays discarded. Returns how many changed. */
-  async markDone(ids: readonly string[]): Promise<number> {
-    if (ids.length === 0) return 0;
-    return this.table()
-      .whereIn('id', ids as string[])
-      .whereIn('status', ['pending', 'failed'])
-      .update({ status: 'done', finished_at: this.db.fn.now(), updated_at: this.db.fn.now(), last_error: null });
-  }
-
   /**
    * Of the rows of these completed jobs, the pending ones whose job finished after the row last
    * became pending: the effect ran for it, and the row waits only for its done-mark. A row made

@@ -165,7 +165,7 @@ async function scanAndEnqueue(
     if (aborted()) break;
     result.scanned += rows.length;
     const { missing, failed, completed } = await partitionByLiveness(runtime, rows);
-    const { settled, notCovered } = await settleCompleted(runtime, completed, dryRun);
+    const { settled, notCovered } = await settleLostDoneMarks(runtime, completed, dryRun);
     result.markedDone += settled.size;
     const finished = [...failed, ...notCovered];
     // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
@@ -279,7 +279,7 @@ async function partitionByLiveness(runtime: Runtime, rows: PendingRef[]) {
  * lost); left to the worker when more recently. The others (the row became pending again after its
  * job ran: a replay) are for re-driving.
  */
-async function settleCompleted(runtime: Runtime, completed: Array<{ row: PendingRef; finishedOn: number }>, dryRun: boolean) {
+async function settleLostDoneMarks(runtime: Runtime, completed: Array<{ row: PendingRef; finishedOn: number }>, dryRun: boolean) {
   const jobs = completed.map(({ row, finishedOn }) => ({ id: row.id, finishedOn }));
   const covered = await runtime.ledger.coveredByCompletedJobs(jobs);
   const settleBefore = Date.now() - SETTLE_AFTER_MS;
