@@ -103,6 +103,26 @@ describe('done-marks written behind', () => {
     }
   });
 
+  it('gets the row of a read queued behind one that waits on a lock longer than the pool waits for its connection', async () => {
+    const [[first], [second]] = await Promise.all(['rd-1', 'rd-2'].map((id) => ledger.owe('order_placed', id, ['send-email'])));
+    const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);
+    const holder = await services.db.transaction();
+    try {
+      await holder.raw('lock table ??.ledger in access exclusive mode', [services.schema]);
+      const firstRead = batcher.load(first.id);
+      await sleep(100);
+      // Out at the same time, so it waits for the reads' one connection, past the pool's 3 s.
+      const secondRead = batcher.load(second.id);
+      await sleep(3500);
+      await holder.commit();
+      expect((await firstRead)?.status).toBe('pending');
+      expect((await secondRead)?.status).toBe('pending');
+    } finally {
+      if (!holder.isCompleted()) await holder.rollback();
+      await batcher.close();
+    }
+  });
+
   it('writes the marks it still holds when it closes', async () => {
     const rows = await Promise.all(['wb-2', 'wb-3'].map((id) => ledger.owe('order_placed', id, ['send-email'])));
     const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), captureLogger().logger);

@@ -3,17 +3,33 @@ import type { Logger } from '../core/logger.js';
 
 /**
  * SQLSTATE classes and driver errors that mean "the server went away" or "not now" (57014: a
- * statement timeout, as when a migration holds the table), not "the query is wrong".
+ * statement timeout, as when a migration holds the table; 53300: too many connections, as when a
+ * fleet restarts together; 40P01 and 40001: a deadlock or serialization failure, which the server
+ * resolves by failing one side), not "the query is wrong".
  */
-const TRANSIENT_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', '57014', '57P01', '57P02', '57P03']);
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  '57014',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '40P01',
+  '40001',
+]);
 
 export function isTransientDbError(error: unknown): boolean {
   const e = error as { code?: string; name?: string; message?: string };
   if (e?.code && (TRANSIENT_CODES.has(e.code) || e.code.startsWith('08'))) return true;
   if (e?.name === 'KnexTimeoutError') return true;
   // 'timeout expired' is pg's connectionTimeoutMillis (a server too busy or briefly away to accept);
-  // 'Query read timeout' its query_timeout (a statement unanswered, its connection dropped).
-  return /Connection terminated|connection closed|terminating connection|Client has encountered a connection error|timeout expired|Query read timeout/i.test(
+  // 'timeout exceeded when trying to connect' the same limit on a statement queued in a pg pool
+  // whose connection stays busy (a read behind one that waits on a lock); 'Query read timeout' its
+  // query_timeout (a statement unanswered, its connection dropped).
+  return /Connection terminated|connection closed|terminating connection|Client has encountered a connection error|timeout expired|timeout exceeded when trying to connect|Query read timeout/i.test(
     e?.message ?? '',
   );
 }
