@@ -101,6 +101,25 @@ describe('worker metrics', () => {
     }
   });
 
+  it('fails to start on a metrics port in use, and then takes no job', async () => {
+    // An effect of its own, so that only the worker whose start failed could take its job.
+    const unstarted = defineEffect({ name: 'unstarted', on: 'invoice_sent', run() {} });
+    const taken = (worker.metricsServer!.address() as AddressInfo).port;
+    await expect(startWorker(services.runtime({ effects: [unstarted] }), { metricsPort: taken })).rejects.toThrow(/EADDRINUSE/);
+    const emitter = createEffects(
+      { effects: [unstarted] },
+      { flags: { redis: services.redisUrl, db: services.databaseUrl, prefix: services.prefix, schema: services.schema } },
+    );
+    try {
+      await emitter.emit('invoice_sent', 'after-failed-start');
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const rows = await services.runtime().ledger.findByEvent('invoice_sent', 'after-failed-start');
+      expect(rows.map((r) => r.status)).toEqual(['pending']);
+    } finally {
+      await emitter.close();
+    }
+  });
+
   it('answers /healthz with 200 while the worker runs, and 404 elsewhere', async () => {
     const health = await fetch(`${base}/healthz`);
     expect(health.status).toBe(200);

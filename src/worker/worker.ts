@@ -124,28 +124,37 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   });
 
   let closing: Promise<{ drained: boolean }> | undefined;
+  let started = false;
+  let metricsServer: http.Server | undefined;
+  try {
+    await Promise.all(workers.map((w) => w.waitUntilReady()));
+    if (options.metricsPort !== undefined) {
+      metricsServer = await serveMetrics(metrics, options.metricsPort, () =>
+        // Waiting out its start-up jitter is healthy: a liveness probe must not restart it for that.
+        runtime.redis.status === 'ready' && (!started || workers.every((w) => w.isRunning())),
+      );
+    }
+  } catch (error) {
+    // No job has been taken yet (a metrics port in use, Redis gone): close what was opened, so that
+    // a failed start leaves no worker running that nobody can stop.
+    await Promise.allSettled(workers.map((w) => w.close(true)));
+    await batcher.close({ timeoutMs: 0 });
+    await alerts.close({ timeoutMs: 0 });
+    throw error;
+  }
+
   // A fleet restarted together would otherwise take its first jobs, and hit Redis, the database and
   // every downstream service, in the same instant.
   const jitterMs = options.startupJitterMs ?? runtime.settings.worker.startupJitterMs ?? 0;
   const startDelayMs = Math.round(Math.random() * jitterMs);
-  let started = false;
   const startTimer = setTimeout(() => {
     started = true;
     if (!closing) for (const worker of workers) void worker.run();
   }, startDelayMs);
-  await Promise.all(workers.map((w) => w.waitUntilReady()));
   log.info(
     { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix, startDelayMs },
     `worker started on ${effects.length} queue(s)`,
   );
-
-  const metricsServer =
-    options.metricsPort === undefined
-      ? undefined
-      : await serveMetrics(metrics, options.metricsPort, () =>
-          // Waiting out its start-up jitter is healthy: a liveness probe must not restart it for that.
-          runtime.redis.status === 'ready' && (!started || workers.every((w) => w.isRunning())),
-        );
 
   return {
     workers,
