@@ -4,7 +4,10 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
+import { Queue, Worker } from 'bullmq';
 import { createLogger } from '../src/core/logger.js';
+import { secretScrubber } from '../src/core/redact.js';
+import { jobIdForRow } from '../src/queue/keys.js';
 import { Runtime } from '../src/core/runtime.js';
 import { pushRows } from '../src/queue/push.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
@@ -120,9 +123,27 @@ describe('the four structured logs', () => {
       durationMs: expect.any(Number),
     });
   });
+
+  it('a ledger read that fails: logged with its error, and the job fails that attempt', async () => {
+    // A job queued by other code (no ledger id) is matched by event through knex, which meets a
+    // ledger that is not there while it is renamed away.
+    await services.db.raw('alter table ??.ledger rename to ledger_away', [services.schema]);
+    const queue = new Queue('logged', { connection: services.redis, prefix: services.prefix });
+    try {
+      await queue.add('order_placed', { event: 'order_placed', id: 'C-3' }, { jobId: 'foreign-C-3', attempts: 1 });
+      await waitFor(() => logsOf('foreign-C-3').some((l) => Number(l.level) >= 40));
+    } finally {
+      await services.db.raw('alter table ??.ledger_away rename to ledger', [services.schema]);
+    }
+    const failed = logsOf('foreign-C-3').find((l) => l.msg === 'could not read the ledger row; the job fails this attempt');
+    expect(failed).toMatchObject({ level: 40, effect: 'logged', event: 'order_placed', id: 'C-3', final: true });
+    expect(String((failed?.err as { message?: string })?.message)).toMatch(/does not exist/);
+    await waitFor(async () => (await queue.getJob('foreign-C-3'))?.failedReason !== undefined);
+    await queue.close();
+  });
 });
 
-describe('no password in any log line', () => {
+describe('no password in any log line, stored error or CLI output', () => {
   const REDIS_PASSWORD = 'Redis"Secret-42';
   const PG_PASSWORD = 'Pg"Secret-42';
   let redis: PrivateRedis;
@@ -174,9 +195,17 @@ describe('no password in any log line', () => {
     );
     const statusOf = async (id: string) =>
       (await services.db.withSchema(services.schema).table('ledger').where({ event_id: id }).first())?.status;
+    const stored: string[] = [];
     try {
       await effects.emit('order_placed', 'leak-1');
       await waitFor(async () => (await statusOf('leak-1')) === 'failed');
+      // What is stored (before the restart below wipes Redis): the job's failedReason and stack
+      // trace, and the ledger's last error.
+      const [row] = await services.db.withSchema(services.schema).table('ledger').where({ event_id: 'leak-1' });
+      const queue = new Queue('leaky', { connection: services.redis, prefix: services.prefix });
+      const job = await queue.getJob(jobIdForRow(String(row.id)));
+      await queue.close();
+      stored.push(String(job?.failedReason), JSON.stringify(job?.stacktrace), String(row.last_error));
 
       await redis.kill();
       await redis.start();
@@ -192,6 +221,19 @@ describe('no password in any log line', () => {
     const text = capture.raw.join('\n');
     expect(text).toContain('upstream postgres://postgres:***@127.0.0.1:5432/test');
     expectNoPassword(text);
+    expect(stored).toHaveLength(3);
+    expect(stored[0]).toContain('upstream postgres://postgres:***@127.0.0.1:5432/test');
+    expectNoPassword(JSON.stringify(stored));
+  });
+
+  it('in every spelling a URL gives its password: as written, decoded, and in the query', () => {
+    const scrub = secretScrubber([
+      'postgres://u:p%21ss%2fword@db:5432/app',
+      'redis://:50%off@cache:6379',
+      'postgres://db/app?user=u&password=QuerySecret-1',
+    ])!;
+    const text = 'at postgres://u:p%21ss%2fword@db:5432/app, decoded p!ss/word, redis://:50%off@cache, ?password=QuerySecret-1';
+    expect(scrub(text)).toBe('at postgres://u:***@db:5432/app, decoded ***, redis://:***@cache, ?password=***');
   });
 
   it('in the CLI: worker logs at debug, status, and a wrong password', async () => {
@@ -231,6 +273,29 @@ describe('no password in any log line', () => {
       const status = await runCli(['status', '--json'], { cwd: dir, env });
       expect(status.code).toBe(0);
       expectNoPassword(status.stdout + status.stderr);
+
+      // A job failed by other code, its error stored as it came: the CLI prints it masked.
+      const foreignQueue = new Queue('foreign', { connection: services.redis, prefix: env.EFFECTS_PREFIX });
+      const foreign = new Worker(
+        'foreign',
+        async () => {
+          throw new Error(`refused by ${pgUrl}`);
+        },
+        { connection: services.redis, prefix: env.EFFECTS_PREFIX },
+      );
+      try {
+        const job = await foreignQueue.add('sync', { event: 'order_placed', id: 'f-1' }, { jobId: 'foreign-1' });
+        await waitFor(async () => (await job.getState()) === 'failed');
+      } finally {
+        await foreign.close();
+        await foreignQueue.close();
+      }
+      const list = await runCli(['poison', 'list', '--json', '--min-attempts', '1'], { cwd: dir, env });
+      const show = await runCli(['poison', 'show', 'foreign', 'foreign-1'], { cwd: dir, env });
+      expect(list.code).toBe(0);
+      expect(show.code).toBe(0);
+      expect(list.stdout).toContain('refused by postgres://postgres:***@');
+      expectNoPassword(list.stdout + list.stderr + show.stdout + show.stderr);
 
       const wrong = await runCli(['status'], {
         cwd: dir,

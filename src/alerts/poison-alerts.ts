@@ -1,5 +1,4 @@
 import type { Runtime } from '../core/runtime.js';
-import { scrubSecrets } from '../core/redact.js';
 import type { TaskHooks } from '../worker/task-function.js';
 import { PoisonAlerter, poisonAlertFor, type PoisonAlerterOptions } from './webhook.js';
 
@@ -15,15 +14,15 @@ export interface PoisonAlerts {
 export function startPoisonAlerts(runtime: Runtime, hooks: TaskHooks = {}, options?: PoisonAlerterOptions): PoisonAlerts {
   const url = runtime.settings.alertWebhook;
   if (!url) return { hooks, close: async () => {} };
-  const { prefix, redisUrl, databaseUrl } = runtime.settings;
+  const { prefix } = runtime.settings;
   const alerter = new PoisonAlerter(runtime.redis, url, runtime.logger.child({ component: 'alerts' }), options);
   return {
     alerter,
     hooks: {
       ...hooks,
       onPoison(job, effect, error) {
-        const alert = poisonAlertFor(job, effect, error, prefix);
-        alerter.notify({ ...alert, error: scrubSecrets(alert.error, [redisUrl, databaseUrl]) });
+        // The error's passwords were cut where it was caught (the task function).
+        alerter.notify(poisonAlertFor(job, effect, error, prefix));
         hooks.onPoison?.(job, effect, error);
       },
     },

@@ -5,6 +5,7 @@ import { resolveSettings, type Settings } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
 import { UsageError } from '../core/errors.js';
 import { createLogger, silentLogger, type Logger } from '../core/logger.js';
+import { secretScrubber } from '../core/redact.js';
 import { Runtime } from '../core/runtime.js';
 
 /** The flags every command accepts (declared once in program.ts). */
@@ -22,6 +23,11 @@ export interface GlobalFlags {
 /** What a command needs from the command line: settings, a runtime, and how to print. */
 export class CommandContext {
   readonly chalk: ChalkInstance;
+  /**
+   * Every printed text goes through it: jobs failed by other code (or by versions that stored error
+   * text as it came) can hold the passwords of the URLs this command was given.
+   */
+  private readonly scrub: (text: string) => string;
 
   private constructor(
     readonly flags: GlobalFlags,
@@ -32,6 +38,7 @@ export class CommandContext {
   ) {
     const colorOff = flags.color === false || 'NO_COLOR' in process.env || !(out as NodeJS.WriteStream).isTTY;
     this.chalk = new Chalk({ level: colorOff ? 0 : 1 });
+    this.scrub = secretScrubber([settings.redisUrl, settings.databaseUrl]) ?? ((text) => text);
   }
 
   /** Reads the global flags of `command`, finds and loads the config file if there is one. */
@@ -71,15 +78,15 @@ export class CommandContext {
   }
 
   print(text: string): void {
-    this.out.write(text.endsWith('\n') ? text : `${text}\n`);
+    this.out.write(this.scrub(text.endsWith('\n') ? text : `${text}\n`));
   }
 
   printJson(value: unknown): void {
-    this.out.write(`${JSON.stringify(value, null, 2)}\n`);
+    this.out.write(this.scrub(`${JSON.stringify(value, null, 2)}\n`));
   }
 
   /** One compact object on one line (NDJSON): for output that repeats, read line by line. */
   printJsonLine(value: unknown): void {
-    this.out.write(`${JSON.stringify(value)}\n`);
+    this.out.write(this.scrub(`${JSON.stringify(value)}\n`));
   }
 }

@@ -1,3 +1,6 @@
+/** Query parameters of a connection URL whose values are secrets (`?password=`, `?token=`). */
+const SECRET_PARAM = /pass|secret|token|key/i;
+
 /**
  * Connection strings reach logs, errors and JSON only through here, so a password never does.
  */
@@ -9,7 +12,7 @@ export function redactUrl(url: string | undefined): string {
     if (!parsed.host && url.includes('@')) return maskUserInfo(url);
     if (parsed.password) parsed.password = '***';
     for (const key of [...parsed.searchParams.keys()]) {
-      if (/pass|secret|token|key/i.test(key)) parsed.searchParams.set(key, '***');
+      if (SECRET_PARAM.test(key)) parsed.searchParams.set(key, '***');
     }
     return parsed.toString();
   } catch {
@@ -23,11 +26,6 @@ function maskUserInfo(url: string): string {
   return url.replace(/^([a-z][a-z0-9+.-]*:(?:\/\/)?)?.*@/i, (_match, scheme: string | undefined) => `${scheme ?? ''}***@`);
 }
 
-/** Removes every occurrence of the given secrets from a text (an error message from a driver, say). */
-export function scrubSecrets(text: string, urls: Array<string | undefined>): string {
-  return secretScrubber(urls)?.(text) ?? text;
-}
-
 /**
  * A scrubber for the passwords in `urls`, or undefined when none has one. The URLs are parsed once
  * here, not once per call: the process logger runs it on every line, and parsing two URLs per line
@@ -35,13 +33,11 @@ export function scrubSecrets(text: string, urls: Array<string | undefined>): str
  */
 export function secretScrubber(urls: Array<string | undefined>): ((text: string) => string) | undefined {
   const forms = new Set<string>();
-  for (const url of urls) {
-    const password = passwordOf(url);
-    if (!password) continue;
-    forms.add(password);
-    forms.add(encodeURIComponent(password));
+  for (const secret of urls.flatMap(secretsOf)) {
+    forms.add(secret);
+    forms.add(encodeURIComponent(secret));
     // Inside a JSON log line, quotes and backslashes in the password appear escaped.
-    forms.add(JSON.stringify(password).slice(1, -1));
+    forms.add(JSON.stringify(secret).slice(1, -1));
   }
   forms.delete('');
   if (forms.size === 0) return undefined;
@@ -53,13 +49,33 @@ export function secretScrubber(urls: Array<string | undefined>): ((text: string)
   };
 }
 
-function passwordOf(url: string | undefined): string | undefined {
-  if (!url) return undefined;
+/**
+ * The secrets a connection URL carries, in every spelling a text may quote them in: the password as
+ * written in the URL (`p%21ss`), as the URL parser gives it back, and decoded (`p!ss`); and the values
+ * of query parameters such as `?password=`. A URL that does not parse yields what its text shows.
+ */
+function secretsOf(url: string | undefined): string[] {
+  if (!url) return [];
+  const secrets: string[] = [];
+  // As written: what a driver error or a log line that quotes the configured string contains.
+  const userinfo = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)@/i.exec(url)?.[1];
+  if (userinfo?.includes(':')) secrets.push(userinfo.slice(userinfo.indexOf(':') + 1));
   try {
-    const password = new URL(url).password;
-    return password ? decodeURIComponent(password) : undefined;
+    const parsed = new URL(url);
+    secrets.push(parsed.password);
+    for (const [key, value] of parsed.searchParams) if (SECRET_PARAM.test(key)) secrets.push(value);
   } catch {
-    return undefined;
+    // Not a URL: what the text shows is all there is.
+  }
+  return [...new Set(secrets.flatMap((secret) => [secret, decoded(secret)]))].filter(Boolean);
+}
+
+/** `text` with its %-escapes decoded, or as it is when they do not decode (`50%off`). */
+function decoded(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
   }
 }
 

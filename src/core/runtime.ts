@@ -7,7 +7,7 @@ import { QueueRegistry } from '../queue/queues.js';
 import { assertRedisReachable, createRedis } from '../queue/redis.js';
 import { ConnectionError } from './errors.js';
 import { silentLogger, type Logger } from './logger.js';
-import { redactUrl, scrubSecrets } from './redact.js';
+import { redactUrl, secretScrubber } from './redact.js';
 
 export interface RuntimeOptions {
   logger?: Logger;
@@ -26,6 +26,11 @@ export class Runtime {
   readonly effectsByName: Map<string, ResolvedEffect>;
   /** Effects by the event that owes them. */
   readonly effectsByEvent: Map<string, ResolvedEffect[]>;
+  /**
+   * Cuts the passwords of this process's Redis and PostgreSQL URLs from a text, in every form they
+   * take (secretScrubber): for text bound for storage or output that a driver or an effect wrote.
+   */
+  readonly scrubSecrets: (text: string) => string;
   private redisConnection?: Redis;
   private dbConnection?: Knex;
   private queueRegistry?: QueueRegistry;
@@ -38,6 +43,7 @@ export class Runtime {
     this.logger = options.logger ?? silentLogger();
     this.effectsByName = new Map(settings.effects.map((e) => [e.name, e]));
     this.effectsByEvent = new Map();
+    this.scrubSecrets = secretScrubber([settings.redisUrl, settings.databaseUrl]) ?? ((text) => text);
     for (const effect of settings.effects) {
       for (const event of effect.events) {
         this.effectsByEvent.set(event, [...(this.effectsByEvent.get(event) ?? []), effect]);
@@ -88,7 +94,7 @@ export class Runtime {
     try {
       await db.raw('select 1');
     } catch (error) {
-      const reason = scrubSecrets((error as Error).message || (error as Error).name, [this.settings.databaseUrl]);
+      const reason = this.scrubSecrets((error as Error).message || (error as Error).name);
       throw new ConnectionError(
         `Cannot reach PostgreSQL at ${redactUrl(this.settings.databaseUrl)} (${reason}).`,
         'Is PostgreSQL running? Check --db, EFFECTS_DATABASE_URL / DATABASE_URL, or `database` in the config file.',

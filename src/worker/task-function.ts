@@ -122,7 +122,19 @@ export function createTaskFunction(
     // (finished or skipping) or its failure, so the log volume of a busy fleet is one line per job.
     if (runtime.logger.isLevelEnabled('debug')) taskLog().debug('checking');
 
-    const row = await findRow(runtime, ledger, effect, job, task);
+    let row: LedgerCheck | null;
+    try {
+      row = await findRow(runtime, ledger, effect, job, task);
+    } catch (error) {
+      // The database stayed away through the read's retries: BullMQ retries the job, and the rebuild
+      // re-drives its row if the job runs out of attempts meanwhile. Not a poison pill.
+      const final = attempt >= (job.opts.attempts ?? 1);
+      taskLog().warn(
+        { err: { message: asError(error).message }, final },
+        'could not read the ledger row; the job fails this attempt',
+      );
+      throw error;
+    }
     if (!row) return skip('no ledger row owes this effect');
     if (row.status === 'done' || row.status === 'discarded') return skip(`ledger row is ${row.status}`);
 
@@ -144,7 +156,9 @@ export function createTaskFunction(
       if (runtime.logger.isLevelEnabled('debug')) taskLog().debug('doing');
       await effect.run(task, ctx);
     } catch (error) {
-      const err = asError(error);
+      // Cut here, before BullMQ stores the message and stack (failedReason, stacktrace), the ledger
+      // records it and an alert carries it: an effect's error may quote a connection string.
+      const err = withoutSecrets(asError(error), runtime.scrubSecrets);
       const final = attempt >= (job.opts.attempts ?? 1) || isUnrecoverable(err);
       // The job fails with the effect's error whatever happens to its record: BullMQ retries it, and
       // the alert below still goes out.
@@ -169,6 +183,17 @@ export function createTaskFunction(
     await ledger.markDone(row);
     return outcome({ status: 'done' });
   };
+}
+
+/** `error` with `scrub` applied to its message and stack, in place (BullMQ stores both as they are). */
+function withoutSecrets(error: Error, scrub: (text: string) => string): Error {
+  const message = scrub(error.message);
+  if (message !== error.message) error.message = message;
+  if (error.stack) {
+    const stack = scrub(error.stack);
+    if (stack !== error.stack) error.stack = stack;
+  }
+  return error;
 }
 
 /**
