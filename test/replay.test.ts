@@ -109,6 +109,8 @@ describe('replay', () => {
     const result = await replay(runtime, { queues: ['notify-crm'], brake: { sample: 4, threshold: 0.5, waitMs: 10_000, pollMs: 50 } });
     expect(result.stopped).toBe('brake');
     expect(result.replayed).toBe(4);
+    // The 8 it left failed matched too.
+    expect(result.matched).toBe(12);
     expect(result.brake).toMatchObject({ verdict: 'tripped', size: 4, sampleTarget: 4, threshold: 0.5 });
     expect(result.brake!.failed).toBeGreaterThan(2);
     expect(result.brake!.topError).toBe('CRM said <n> for order <n>');
@@ -117,7 +119,7 @@ describe('replay', () => {
     expect(orders.filter((id) => runs.get(id) === 2)).toHaveLength(4);
     const [operation] = await listOperations(runtime, { command: 'replay' });
     expect(operation.outcome).toBe('interrupted');
-    expect(operation.counts).toMatchObject({ replayed: 4, brakeSample: 4 });
+    expect(operation.counts).toMatchObject({ matched: 12, replayed: 4, brakeSample: 4 });
   });
 
   it('plans a dry run by queue, job name and error group with the ETA at the rate, and changes nothing', async () => {

@@ -25,6 +25,10 @@ export interface ReplayOptions extends BulkOptions {
 }
 
 export interface ReplayResult {
+  /**
+   * Jobs that matched the filter. A run stopped by the brake counts those it left failed too;
+   * an interrupted run (Ctrl-C) counts those it reached.
+   */
   matched: number;
   /** Moved back to waiting with attempts reset (with `dryRun`: would be). */
   replayed: number;
@@ -128,6 +132,13 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
     }
     await ledgerWrites.drain();
     result.stopped = brake?.isTripped ? 'brake' : ended === 'interrupted' || options.signal?.aborted ? 'interrupted' : null;
+    if (result.stopped === 'brake') {
+      // Stopped on purpose, after a sample: what it left in the failed set matched too, and the
+      // operator (and the audit record) must see how much that is. Jobs that failed again since the
+      // start are outside the window, so they are not counted twice.
+      const room = (options.limit ?? Infinity) - result.matched;
+      if (room > 0) result.matched += (await planBulk(runtime, filter, { limit: room, pageSize: options.pageSize })).matched;
+    }
     if (brake && result.replayed > 0) result.brake = await brake.report(ended === 'complete');
     return result;
   };

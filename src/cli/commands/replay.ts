@@ -73,7 +73,7 @@ Examples:
         });
         const brakeWaitMs = brake === false ? 0 : (brake.waitMs ?? BRAKE_DEFAULTS.waitMs);
         if (ctx.json) ctx.printJson(result);
-        else if (result.dryRun && result.plan) ctx.print(renderPlan(result.plan, 'replay', ctx, brakeWaitMs));
+        else if (result.dryRun && result.plan) ctx.print(renderPlan(result.plan, 'replay', ctx, { brakeWaitMs }));
         else ctx.print(render(result, ctx));
         if (result.stopped) setExitCode(ExitCode.runtime);
       } finally {
@@ -96,7 +96,8 @@ function render(result: Recorded<ReplayResult>, ctx: CommandContext): string {
   if (result.stopped === 'brake') {
     lines.push(
       chalk.red.bold('stopped by the brake: ') +
-        'the rest are still in the failed set. Fix the cause, then run the same command again (or --no-brake).',
+        `${result.matched - result.replayed - result.skipped} more are still in the failed set. ` +
+        'Fix the cause, then run the same command again (or --no-brake).',
     );
   } else if (result.stopped === 'interrupted') {
     lines.push(chalk.yellow('interrupted: the rest are still in the failed set; run the same command again to continue'));
