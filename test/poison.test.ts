@@ -219,7 +219,7 @@ describe('poison list / poison show', () => {
     it('renders a table and the groups for people', async () => {
       const { code, stdout } = await cli('poison', 'list', '--by-error');
       expect(code).toBe(0);
-      expect(stdout).toMatch(/15 poison pills \(5\+ attempts\) in 4 queue/);
+      expect(stdout).toMatch(/15 poison pills \(5\+ attempts\), 4 queue/);
       expect(stdout).toContain('SMTP <n> mailbox <str> unavailable');
     });
 

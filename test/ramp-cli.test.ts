@@ -71,7 +71,7 @@ describe('effects pause / resume / ramp (CLI)', () => {
       [['--ramp', '10s', '--from', '-5', '--to', '10'], /expected a positive rate/],
       [['--ramp', '10s', '--from', '50', '--to', '10'], /--from 50\/s is above queue cli-a's target of 10\/s/],
       [['--ramp', '10s', '--from', '5'], /--to is needed: queue\(s\) cli-a have no configured rate limit/],
-      [['--from', '5'], /--from only make sense with --ramp/],
+      [['--from', '5'], /--from only makes sense with --ramp/],
       [['--ramp', '10s', '--from', '5', '--to', '10', '--curve', 'cubic'], /Allowed choices are linear, exponential/],
     ];
     // In parallel: each spawn mostly waits for node to load.

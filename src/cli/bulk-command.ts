@@ -82,7 +82,7 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
 }
 
 /** The dry run's plan: counts by queue, job name and error group, and how long it would take. */
-export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, extraEta = 0): string {
+export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, pacing?: { brakeWaitMs: number }): string {
   const { chalk } = ctx;
   if (plan.matched === 0) return 'No failed jobs match: nothing to do.';
   const lines = [`${chalk.bold(`would ${verb} ${plan.matched} failed job${plan.matched === 1 ? '' : 's'}`)}`, ''];
@@ -98,7 +98,10 @@ export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, ex
     ),
   );
   if (plan.byError.length > 20) lines.push(chalk.dim(`… and ${plan.byError.length - 20} more error groups`));
+  // How long it takes, for a command that paces itself (--rate) and may wait for its brake.
+  if (!pacing) return lines.join('\n').trimEnd();
   lines.push('');
+  const extraEta = pacing.brakeWaitMs;
   if (plan.etaMs !== null && plan.rate !== null) {
     const waits = extraEta ? ` (plus up to ${formatDuration(extraEta)} while the brake watches the first jobs)` : '';
     lines.push(`at ${plan.rate}/s this takes about ${formatDuration(plan.etaMs)}${waits}`);

@@ -98,7 +98,7 @@ function renderList(list: PoisonList, ctx: CommandContext, byError: boolean): st
     return chalk.green(`No poison pills (jobs with ${list.threshold}+ attempts) in ${list.queues.length} queue(s).`);
   }
   const lines = [
-    `${chalk.red.bold(String(list.total))} poison pill${list.total === 1 ? '' : 's'} (${list.threshold}+ attempts) in ${list.queues.length} queue(s)`,
+    `${chalk.red.bold(String(list.total))} poison pill${list.total === 1 ? '' : 's'} (${list.threshold}+ attempts), ${list.queues.length} queue(s) scanned`,
     '',
   ];
   if (byError && list.groups) {

@@ -50,7 +50,7 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
       const ctx = await CommandContext.from(command);
       if (opts.ramp === undefined) {
         const stray = RAMP_ONLY.filter((key) => opts[key] !== undefined);
-        if (stray.length) throw new UsageError(`${stray.map(flagName).join(', ')} only make sense with --ramp DURATION.`);
+        if (stray.length) throw new UsageError(`${stray.map(flagName).join(', ')} only ${stray.length === 1 ? 'makes' : 'make'} sense with --ramp DURATION.`);
       } else if (opts.from === undefined) {
         throw new UsageError('--ramp needs --from N: the jobs per second per queue to start at.');
       }
