@@ -345,6 +345,7 @@ describe('effects CLI as a process', () => {
       expect(unmigrated.code).toBe(0);
       const report = JSON.parse(unmigrated.stdout);
       expect(report.ledger).toBeNull();
+      expect(report.ledgerProblem).toMatch(/cannot read the ledger in schema .*effects migrate/);
       expect(report.queues.map((q: { name: string }) => q.name)).toEqual(['plain-orders', 'plain-paused']);
       const [ordersStatus, pausedStatus] = report.queues;
       expect(ordersStatus).toMatchObject({

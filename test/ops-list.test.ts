@@ -117,8 +117,12 @@ describe('audit trail: ops list, ops show, status', () => {
     expect(human.stdout).toContain('recent operations');
     expect(human.stdout).toMatch(/rebuild\s+alice\s+ok/);
 
-    const down = await cli(['status', '--json'], { EFFECTS_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/test' });
+    const down = await cli(['status', '--json'], { EFFECTS_DATABASE_URL: 'postgres://postgres:Hidden-pw-1@127.0.0.1:1/test' });
     expect(down.code).toBe(0);
-    expect(JSON.parse(down.stdout).recentOperations).toBeNull();
+    const downReport = JSON.parse(down.stdout);
+    expect(downReport.recentOperations).toBeNull();
+    expect(downReport.ledger).toBeNull();
+    expect(downReport.ledgerProblem).toMatch(/^Cannot reach PostgreSQL at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:1\/test \(.+\)/);
+    expect(down.stdout).not.toContain('Hidden-pw-1');
   });
 });

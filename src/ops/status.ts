@@ -1,5 +1,6 @@
 import type { Runtime } from '../core/runtime.js';
 import type { EffectCounts } from '../ledger/ledger.js';
+import { asError, ConnectionError } from '../core/errors.js';
 import { listOperations, type OperationView } from './audit.js';
 import { getRampSummary, type RampSummary } from './ramp.js';
 import { discoverQueues } from '../queue/discover.js';
@@ -27,6 +28,8 @@ export interface StatusReport {
   queues: QueueStatus[];
   /** Per-effect ledger counts, or null when the database is not reachable or not migrated. */
   ledger: EffectCounts[] | null;
+  /** Why `ledger` is null: the server unreachable (its URL without password, and the cause), or no ledger in the schema. */
+  ledgerProblem: string | null;
   /** The last operator actions (audit trail), newest first; null when the database cannot be read. */
   recentOperations: OperationView[] | null;
   /** The ramp in progress (`effects ramp status` has the details), or null when none runs. */
@@ -42,14 +45,27 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
   await runtime.assertReachable({ redis: true });
   const names = await listQueues(runtime);
   const queues = await Promise.all(names.map((name) => queueStatus(runtime, name, now)));
-  const dbReachable = await runtime.isDbReachable();
+  // The ledger is optional here: queues are worth showing without it, with the reason it is missing.
+  let ledgerProblem: string | null = null;
+  let dbReachable = true;
+  try {
+    await runtime.assertReachable({ db: true });
+  } catch (error) {
+    // A database setting that is no URL at all stays a usage error.
+    if (!(error instanceof ConnectionError)) throw error;
+    ledgerProblem = error.message;
+    dbReachable = false;
+  }
   const [ledger, recentOperations] = dbReachable
     ? await Promise.all([
-        runtime.ledger.countByEffect().catch(() => null),
+        runtime.ledger.countByEffect().catch((error: unknown) => {
+          ledgerProblem = `cannot read the ledger in schema "${runtime.settings.schema}" (${runtime.scrubSecrets(asError(error).message)}); run \`effects migrate\` if it was never set up`;
+          return null;
+        }),
         listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
       ])
     : [null, null];
-  return { queues, ledger, recentOperations, ramp: await getRampSummary(runtime, now) };
+  return { queues, ledger, ledgerProblem, recentOperations, ramp: await getRampSummary(runtime, now) };
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

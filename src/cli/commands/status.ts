@@ -90,7 +90,7 @@ function render(report: StatusReport, ctx: CommandContext): string {
         report.ledger.map((l) => [l.effect, l.pending, l.done, count(l.failed, chalk, 'red'), l.discarded]),
         chalk,
       )
-    : chalk.dim('ledger: database not reachable or not migrated');
+    : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
   return [queues, ramp, ledger, operations].filter(Boolean).join('\n\n');
 }
 
