@@ -70,6 +70,28 @@ describe("the worker's ledger connection", () => {
     const row = await services.db.withSchema(services.schema).table('ledger').where({ id: rowId }).first();
     expect(row.status).toBe('done');
   });
+
+  it('records a failure over a new connection when its own goes silent', async () => {
+    const [row] = await services.db
+      .withSchema(services.schema)
+      .table('ledger')
+      .insert({ event: 'order_placed', event_id: 'o-3', effect: 'send-email' })
+      .returning('id');
+    const url = new URL(services.databaseUrl);
+    url.port = String(proxy.port);
+    const db = knexFactory({ client: 'pg', connection: url.toString(), pool: { min: 0, max: 1 } });
+    const ledger = new Ledger(db, services.schema, 500);
+    try {
+      await db.raw('select 1');
+      proxy.silenceOpenConnections();
+      const log = createLogger({ pretty: false, level: 'silent' });
+      await withDbRetry(() => ledger.recordFailures([{ id: String(row.id), attempts: 1, error: 'CRM said 503', final: false }]), log, 'failure record');
+    } finally {
+      await db.destroy();
+    }
+    const recorded = await services.db.withSchema(services.schema).table('ledger').where({ id: row.id }).first();
+    expect(recorded).toMatchObject({ attempts: 1, last_error: 'CRM said 503', status: 'pending' });
+  });
 });
 
 describe('done-marks written behind', () => {

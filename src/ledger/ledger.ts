@@ -78,6 +78,12 @@ export class Ledger {
   constructor(
     readonly db: Knex,
     readonly schema: string,
+    /**
+     * How long a worker's failure record may wait for its answer. Past it, its connection is dropped
+     * (one that died without a word would otherwise hold the job until the OS gives up on it, many
+     * minutes) and the record is retried on another, as a transient failure.
+     */
+    private readonly recordTimeoutMs = 10_000,
   ) {}
 
   private table(on: Knex | Knex.Transaction = this.db) {
@@ -159,7 +165,7 @@ export class Ledger {
          from (values ${values}) as v(id, attempts, error, final)
         where l.id = v.id and l.status in ('pending', 'failed')`,
       [this.schema, ...bindings],
-    );
+    ).timeout(this.recordTimeoutMs);
   }
 
   /**
