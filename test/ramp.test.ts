@@ -7,6 +7,7 @@ import { pauseQueues } from '../src/ops/pause.js';
 import { cancelRamp, getRampStatus, startRamp } from '../src/ops/ramp.js';
 import { applyLimits, readLimits } from '../src/queue/limits.js';
 import { jobOptionsFor } from '../src/queue/queues.js';
+import { applyRamp } from '../src/ramp/apply.js';
 import { limitRate, rateAt } from '../src/ramp/plan.js';
 import { RampStore } from '../src/ramp/store.js';
 import { startRampTicker, type RampTicker } from '../src/ramp/ticker.js';
@@ -201,6 +202,40 @@ describe('pause, resume and ramps', () => {
     // While the first job (4 s) still runs: unwoken, the others would wait for it to finish (or for a
     // drain-delay poll, 5 s).
     expect(started[1] - started[0]).toBeLessThan(3_500);
+  });
+
+  it('resumes a queue whose start an applier recorded but did not live to carry out', async () => {
+    const a = await backlog('ramp-orphan', 5);
+    const { plan } = await startRamp(runtime, { queues: ['ramp-orphan'], durationMs: 10_000, from: 5, to: 10, now: Date.now() });
+    // As an applier that marked the queue started and died (or met a Redis error) before resuming
+    // it: the plan says started, the queue is still paused.
+    const store = new RampStore(services.redis, services.prefix);
+    await store.update(plan.id, (p) => ({ ...p, queues: p.queues.map((q) => ({ ...q, startedAt: q.startedAt ?? Date.now() })) }));
+    await a.queue.pause();
+    const tick = await applyRamp(runtime);
+    expect(tick.plan?.id).toBe(plan.id);
+    expect(await a.queue.isPaused()).toBe(false);
+  });
+
+  it("puts the after-ramp limits back when another applier's late tick wrote ramping ones after the ramp ended", async () => {
+    await backlog('ramp-configured', 5);
+    const start = Date.now();
+    const { plan } = await startRamp(runtime, { queues: ['ramp-configured'], durationMs: 1_000, from: 5, to: 10, now: start });
+    const store = new RampStore(services.redis, services.prefix);
+    const stale = await store.read();
+    // One applier ends the ramp: the configured limits are in force.
+    const ended = await applyRamp(runtime, { now: start + 5_000 });
+    expect(ended.ended?.id).toBe(plan.id);
+    const configured = { rateLimit: { max: 50, durationMs: 1000 }, concurrency: 20 };
+    expect(await readLimits(services.redis, services.prefix, 'ramp-configured')).toEqual(configured);
+    // Another read the plan before that and writes the limits of mid-ramp after it.
+    const read = vi.spyOn(RampStore.prototype, 'read').mockResolvedValueOnce(stale);
+    try {
+      await applyRamp(runtime, { now: start + 500 });
+    } finally {
+      read.mockRestore();
+    }
+    expect(await readLimits(services.redis, services.prefix, 'ramp-configured')).toEqual(configured);
   });
 
   it('cancel keeps the limits in force now; --restore puts the configured ones back', async () => {

@@ -323,7 +323,7 @@ export async function cancelRamp(runtime: Runtime, options: CancelRampOptions = 
       filter: { ramp: active.id, restore: Boolean(options.restore) },
     },
     async () => {
-      const ended = await store.end(active.id, 'cancelled', Date.now());
+      const ended = await store.end(active.id, 'cancelled', Date.now(), (plan) => ({ ...plan, restored: Boolean(options.restore) }));
       if (!ended) throw new EffectsError(`The ramp ${active.id} ended or was replaced while cancelling it.`, 'See `effects ramp status`.');
       const queues = [];
       for (const queue of ended.queues) {

@@ -57,11 +57,14 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
     }
   }
 
+  /** Queues this tick set ramping limits on, from the plan as it read it. */
+  const ramped: string[] = [];
   for (const queue of plan.queues) {
     const limit = limitAt(plan, queue, now, options.leadMs ?? RAMP_LEAD_MS);
     if (limit.phase === 'pending' || queue.finishedAt !== null) continue;
     if (limit.phase === 'ramping') {
       await applyLimits(runtime.queues, queue.name, { rateLimit: limit.rateLimit, concurrency: limit.concurrency });
+      ramped.push(queue.name);
     } else {
       await applyLimits(runtime.queues, queue.name, queue.after);
     }
@@ -70,6 +73,10 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
       if (!next) return { ...tick, plan: await store.read() };
       plan = next;
       if (started) tick.started.push(queue.name);
+    } else if (await runtime.queues.get(queue.name).isPaused()) {
+      // Its start is recorded but its resume never happened: Redis failed in between, or the
+      // applier that marked it died. Every tick checks, so the queue does not stay paused for good.
+      await resumeUnlessUndone(runtime, store, plan.id, queue.name);
     }
     if (limit.phase === 'done') {
       const next = await store.update(plan.id, (p) => markQueue(p, queue.name, 'finishedAt', now));
@@ -83,7 +90,26 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
     tick.ended = await store.end(plan.id, 'finished', now);
     return { ...tick, plan: tick.ended ? null : await store.read() };
   }
+  if (ramped.length) await undoLateLimits(runtime, store, plan.id, ramped);
   return { ...tick, plan };
+}
+
+/**
+ * Appliers tick concurrently: one that read the plan just before another finished a queue, ended
+ * the plan or cancelled it with `--restore` can write its ramping limits after the after-ramp ones,
+ * and no later tick would correct them. Read again after writing: where the queue's ramp is over,
+ * put its after-ramp limits back. (A replaced plan's appliers set the limits from now on.)
+ */
+async function undoLateLimits(runtime: Runtime, store: RampStore, id: string, names: string[]): Promise<void> {
+  const active = await store.read();
+  const last = active?.id === id ? null : await store.readLast();
+  const now = active?.id === id ? active : last?.id === id ? last : null;
+  if (!now || now.outcome === 'replaced') return;
+  for (const queue of now.queues) {
+    if (!names.includes(queue.name)) continue;
+    const over = queue.finishedAt !== null || now.outcome === 'finished' || (now.outcome === 'cancelled' && now.restored === true);
+    if (over) await applyLimits(runtime.queues, queue.name, queue.after);
+  }
 }
 
 /**
@@ -102,9 +128,14 @@ async function startQueue(
   const marked = await store.update(plan.id, (p) => markQueue(p, queue.name, 'startedAt', now));
   const ours = marked?.queues.find((q) => q.name === queue.name);
   if (!marked || ours?.startedAt !== now) return { plan: marked, started: false };
-  await runtime.queues.get(queue.name).resume();
-  if (await undoneMeanwhile(store, plan.id, queue.name)) await runtime.queues.get(queue.name).pause();
+  await resumeUnlessUndone(runtime, store, plan.id, queue.name);
   return { plan: marked, started: true };
+}
+
+/** Resumes a queue of plan `id`, and pauses it again if an operator or a newer plan took it meanwhile. */
+async function resumeUnlessUndone(runtime: Runtime, store: RampStore, id: string, name: string): Promise<void> {
+  await runtime.queues.get(name).resume();
+  if (await undoneMeanwhile(store, id, name)) await runtime.queues.get(name).pause();
 }
 
 /** Whether, since this applier read it, the queue left plan `id` by a pause or a newer plan holds it. */

@@ -88,6 +88,8 @@ export interface RampPlan {
   /** Set when the plan ended; an ended plan is kept under another key for `ramp status`. */
   endedAt: number | null;
   outcome: 'finished' | 'cancelled' | 'replaced' | null;
+  /** Set on a plan cancelled with `--restore`: its queues' after-ramp limits were put in force. */
+  restored?: boolean;
 }
 
 export type RampPhase = 'pending' | 'ramping' | 'done';
