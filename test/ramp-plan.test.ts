@@ -135,6 +135,14 @@ describe('holding on errors', () => {
     expect(isHolding(withFailureCheck(plan(), { at: T0 + 1, failed: 90, finished: 100, windowMs: 5_000 }))).toBe(false);
   });
 
+  it('ends a hold once its queues go quiet, rather than holding for good', () => {
+    let p = withFailureCheck(holdPlan(), { at: T0 + 2_000, failed: 30, finished: 100, windowMs: 5_000 });
+    expect(isHolding(p)).toBe(true);
+    p = withFailureCheck(p, { at: T0 + 9_000, failed: 0, finished: 0, windowMs: 5_000 });
+    expect(isHolding(p)).toBe(false);
+    expect(rateAt(p, queue(p), T0 + 9_000)).toBe(rateAt(p, queue(p), T0 + 2_000));
+  });
+
   it('keeps the time held exact when old holds are merged', () => {
     let p = holdPlan();
     for (let i = 0; i < 250; i++) {

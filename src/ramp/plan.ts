@@ -295,17 +295,19 @@ export function failureRate(plan: RampPlan, check: Pick<FailureCheck, 'failed' |
 
 /**
  * The plan after a failure-rate check at t: holding starts when the rate is above the threshold,
- * and ends when it is at or below it again. Too small a sample changes nothing.
+ * and ends when it is at or below it again. Too small a sample starts no hold, and ends one: held
+ * queues that went quiet (their backlog drained, or every job failed for good) would otherwise hold
+ * the ramp for good, with its staggered queues still paused. Failures that come back hold it again.
  */
 export function withFailureCheck(plan: RampPlan, check: FailureCheck): RampPlan {
   const next: RampPlan = { ...plan, lastCheck: check };
+  if (plan.holdOnErrors === null) return next;
   const rate = failureRate(plan, check);
-  if (plan.holdOnErrors === null || rate === null) return next;
   const holding = isHolding(plan);
-  if (!holding && rate > plan.holdOnErrors) {
+  if (!holding && rate !== null && rate > plan.holdOnErrors) {
     const reason = `failure rate ${percent(rate)} (${check.failed} of ${check.finished} attempts in the last ${Math.round(check.windowMs / 1000)}s) is above ${percent(plan.holdOnErrors)}`;
     next.holds = compactHolds([...plan.holds, { start: check.at, end: null, reason }]);
-  } else if (holding && rate <= plan.holdOnErrors) {
+  } else if (holding && (rate === null || rate <= plan.holdOnErrors)) {
     next.holds = plan.holds.map((h, i) => (i === plan.holds.length - 1 ? { ...h, end: Math.max(h.start, check.at) } : h));
   }
   return next;
