@@ -7,7 +7,8 @@ import { defineEffect, type EffectDefinition } from '../src/index.js';
 import { QueueSettings } from '../src/ledger/queue-settings.js';
 import { rebuild } from '../src/ops/rebuild.js';
 import { listOperations } from '../src/ops/audit.js';
-import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
+import { jobIdForRow, redisKeys, SCHEDULER_QUEUE } from '../src/queue/keys.js';
+import { startScheduler } from '../src/scheduler/scheduler.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { sleep } from '../src/core/sleep.js';
 import { deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
@@ -273,5 +274,24 @@ describe('rebuild', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toMatch(message);
     expect(result.stdout).toBe('');
+  });
+});
+
+describe('the periodic rebuild schedule', () => {
+  it('keeps the period of the scheduler started last: an older one re-checking its schedule does not reset it', async () => {
+    const services = await setupServices('scheduler-every');
+    await services.migrate();
+    const older = await startScheduler(services.runtime(), { everyMs: 1_000, lookbackMs: 60_000 });
+    const newer = await startScheduler(services.runtime(), { everyMs: 10_000, lookbackMs: 60_000 });
+    try {
+      // The older one checks its schedule every second.
+      await sleep(2_500);
+      const schedulers = await services.runtime().queues.get(SCHEDULER_QUEUE).getJobSchedulers();
+      expect(schedulers.map((s) => s.every)).toEqual([10_000]);
+    } finally {
+      await older.close();
+      await newer.close();
+      await services.cleanup();
+    }
   });
 });

@@ -43,14 +43,18 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       { every: everyMs },
       { name: 'rebuild', data: { lookbackMs }, opts: { removeOnComplete: 100, removeOnFail: 100 } },
     );
+  // At start, this process's period wins: the newest deploy's --every is the one in force.
   await upsertSchedule();
   // The job scheduler lives in Redis, so a wiped or restarted Redis loses it, and with it every
-  // later rebuild: exactly when the rebuild is needed. Re-assert it (an idempotent upsert that keeps
-  // the next run time while it exists; a fresh one runs at once) at least once a minute.
+  // later rebuild: exactly when the rebuild is needed. Put it back (a fresh one runs at once) when
+  // it is gone, checked at least once a minute. Only when gone: an upsert with another period
+  // restarts the schedule, so schedulers with different --every (a rolling deploy) would each set
+  // theirs every minute and run the rebuild at every change.
   const keepSchedule = setInterval(() => {
-    upsertSchedule().catch((error: Error) =>
-      log.warn({ err: { message: error.message } }, 'cannot re-assert the rebuild schedule; retrying'),
-    );
+    queue
+      .getJobScheduler(REBUILD_SCHEDULER_ID)
+      .then((existing) => (existing ? undefined : upsertSchedule()))
+      .catch((error: Error) => log.warn({ err: { message: error.message } }, 'cannot re-assert the rebuild schedule; retrying'));
   }, Math.min(everyMs, 60_000));
   keepSchedule.unref();
 
