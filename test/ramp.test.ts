@@ -238,6 +238,17 @@ describe('pause, resume and ramps', () => {
     expect(await readLimits(services.redis, services.prefix, 'ramp-configured')).toEqual(configured);
   });
 
+  it('--replace says which queues of the old ramp had not started and stay paused', async () => {
+    await backlog('ramp-replace-a', 5);
+    const b = await backlog('ramp-replace-b', 5);
+    const now = Date.now();
+    const queues = ['ramp-replace-a', 'ramp-replace-b'];
+    await startRamp(runtime, { queues, durationMs: 60_000, from: 5, to: 10, staggerMs: 30_000, now });
+    const replaced = await startRamp(runtime, { queues: ['ramp-replace-a'], durationMs: 60_000, from: 5, to: 10, replace: true, now: now + 1 });
+    expect(replaced).toMatchObject({ leftAtCurrentLimits: [], leftPaused: ['ramp-replace-b'] });
+    expect(await b.queue.isPaused()).toBe(true);
+  });
+
   it('cancel keeps the limits in force now; --restore puts the configured ones back', async () => {
     await backlog('ramp-configured', 5);
     await startRamp(runtime, { queues: ['ramp-configured'], durationMs: 60_000, from: 5, to: 50 });

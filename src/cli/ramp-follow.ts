@@ -62,9 +62,11 @@ export async function followRamp(ctx: CommandContext, runtime: Runtime, planId: 
         void getRampStatus(runtime).then(show, () => undefined);
         return;
       }
-      void new RampStore(runtime.redis, runtime.settings.prefix).readLast().then((last) => {
-        finish(last?.id === planId && last.outcome ? last.outcome : 'replaced');
-      });
+      // A Redis error here is not fatal: the next tick asks again.
+      void new RampStore(runtime.redis, runtime.settings.prefix).readLast().then(
+        (last) => finish(last?.id === planId && last.outcome ? last.outcome : 'replaced'),
+        () => undefined,
+      );
     },
     onError: (error) => {
       // Redis away: say so once per distinct error, keep trying.

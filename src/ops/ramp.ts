@@ -53,8 +53,13 @@ export interface StartRampResult {
   plan: RampPlan;
   /** The ramp this one replaced (--replace), or null. */
   replaced: RampPlan | null;
-  /** Queues of the replaced ramp that are not in this one: they keep the limits in force now. */
+  /** Queues of the replaced ramp that are not in this one and had started: they keep the limits in force now. */
   leftAtCurrentLimits: string[];
+  /**
+   * Queues of the replaced ramp that are not in this one and whose turn had not come: they stay
+   * paused (as `ramp cancel` leaves them), and resuming them is the operator's call.
+   */
+  leftPaused: string[];
   /** Things the operator should know, such as a --to above a configured limit. */
   warnings: string[];
   operationId: string | null;
@@ -160,8 +165,14 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       }
       if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, false, actor);
       await applyRamp(runtime, { now });
-      const leftAtCurrentLimits = (active?.queues ?? []).map((q) => q.name).filter((n) => !names.includes(n));
-      return { plan: (await store.read()) ?? plan, replaced: active, leftAtCurrentLimits, warnings };
+      const left = (active?.queues ?? []).filter((q) => !names.includes(q.name));
+      return {
+        plan: (await store.read()) ?? plan,
+        replaced: active,
+        leftAtCurrentLimits: left.filter((q) => q.startedAt !== null).map((q) => q.name),
+        leftPaused: left.filter((q) => q.startedAt === null).map((q) => q.name),
+        warnings,
+      };
     },
     { counts: () => ({ queues: names.length }) },
   );

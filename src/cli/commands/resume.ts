@@ -90,9 +90,13 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
         for (const warning of started.warnings) process.stderr.write(`warning: ${warning}\n`);
         if (!ctx.json) {
           if (started.replaced) {
+            const { leftAtCurrentLimits: kept, leftPaused: paused } = started;
             ctx.print(
               `replaced ramp ${started.replaced.id}` +
-                (started.leftAtCurrentLimits.length ? `; ${started.leftAtCurrentLimits.join(', ')} keep the limits in force now` : ''),
+                (kept.length ? `; ${kept.join(', ')} keep the limits in force now` : '') +
+                (paused.length
+                  ? `; ${paused.join(', ')} had not started and stay paused (resume them with \`effects resume ${paused.map((n) => `--queue ${n}`).join(' ')}\`)`
+                  : ''),
             );
           }
           ctx.print(`ramp ${started.plan.id}: ${describePlan(started.plan)}, ${started.plan.queues.length} queue(s)`);
