@@ -10,7 +10,7 @@ import { NotMigratedError } from '../src/core/errors.js';
 import type { Runtime } from '../src/core/runtime.js';
 import { listOperations } from '../src/ops/audit.js';
 import { replay } from '../src/ops/replay.js';
-import { redisKeys } from '../src/queue/keys.js';
+import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
 import { pushRows } from '../src/queue/push.js';
 import { trimReplayCounts } from '../src/queue/replay-counts.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
@@ -120,6 +120,49 @@ describe('replay', () => {
     const [operation] = await listOperations(runtime, { command: 'replay' });
     expect(operation.outcome).toBe('interrupted');
     expect(operation.counts).toMatchObject({ matched: 12, replayed: 4, brakeSample: 4 });
+  });
+
+  it('replays each job once however far ahead --until is: jobs that fail again during the run are not taken again', async () => {
+    const orders = ['u1', 'u2', 'u3', 'u4', 'u5'];
+    const since = Date.now();
+    const rows = await failOrders(orders);
+    const ids = rows.map((r) => jobIdForRow(r.id));
+    // Paced, so the first ones fail again while the run goes on; the limit bounds a run that would not end.
+    const until = Date.now() + 3_600_000;
+    const result = await replay(runtime, { queues: ['notify-crm'], since, until, rate: 10, limit: 20, pageSize: 2, brake: false });
+    expect(result).toMatchObject({ matched: 5, replayed: 5 });
+    await waitFor(async () => orders.every((id) => runs.get(id) === 2));
+    expect(orders.map((id) => runs.get(id))).toEqual([2, 2, 2, 2, 2]);
+    // They failed again: out of the failed set, so the tests after this one count as before.
+    const queue = new Queue('notify-crm', { connection: services.redis, prefix: services.prefix });
+    await waitFor(async () => (await Promise.all(ids.map((id) => queue.getJobState(id)))).every((state) => state === 'failed'));
+    for (const id of ids) await queue.remove(id);
+    await queue.close();
+  });
+
+  it('waits for the brake before the next queue when the sample fills with the last jobs of one', async () => {
+    const connection = { connection: services.redis, prefix: services.prefix };
+    const queues = ['brake-a', 'brake-b'].map((name) => new Queue(name, connection));
+    const failing = queues.map((q) => new Worker(q.name, async () => Promise.reject(new Error('down')), { ...connection, concurrency: 20 }));
+    try {
+      await queues[0].addBulk(Array.from({ length: 4 }, (_, i) => ({ name: 'x', data: { i } })));
+      await queues[1].addBulk(Array.from({ length: 6 }, (_, i) => ({ name: 'x', data: { i } })));
+      await waitFor(async () => (await queues[0].getFailedCount()) === 4 && (await queues[1].getFailedCount()) === 6);
+      await Promise.all(failing.map((w) => w.close()));
+      const waits: number[] = [];
+      const result = await replay(runtime, {
+        queues: ['brake-a', 'brake-b'],
+        useLedger: false,
+        brake: { sample: 4, threshold: 0.5, waitMs: 300, pollMs: 50 },
+        onBrakeWait: (sample) => waits.push(sample),
+      });
+      expect(waits).toEqual([4]);
+      expect(result.replayed).toBe(10);
+      expect(result.brake?.verdict).not.toBe('all-in-sample');
+    } finally {
+      await Promise.all(failing.map((w) => w.close()));
+      await Promise.all(queues.map((q) => q.obliterate({ force: true }).then(() => q.close())));
+    }
   });
 
   it('plans a dry run by queue, job name and error group with the ETA at the rate, and changes nothing', async () => {

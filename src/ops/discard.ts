@@ -28,7 +28,9 @@ export interface DiscardResult {
 export async function discard(runtime: Runtime, options: DiscardOptions = {}): Promise<DiscardResult> {
   await runtime.assertReachable({ redis: true });
   const startedAt = Date.now();
-  const filter = await compileFilter(runtime, { ...options, until: options.until ?? startedAt }, { now: startedAt });
+  // Never past the start: jobs that fail during the run are not the ones the operator looked at.
+  const until = Math.min(options.until ?? startedAt, startedAt);
+  const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
 
   if (options.dryRun) {
     const plan = await planBulk(runtime, filter, options);

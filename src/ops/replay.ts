@@ -57,7 +57,10 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
   await runtime.assertReachable({ redis: true });
   if (options.rate !== undefined && !(options.rate > 0)) throw new UsageError('--rate must be positive, such as 50/s.');
   const startedAt = Date.now();
-  const filter = await compileFilter(runtime, { ...options, until: options.until ?? startedAt }, { now: startedAt });
+  // Never past the start: a job that fails again during the run would come back into the window
+  // and be replayed again, for as long as it keeps failing.
+  const until = Math.min(options.until ?? startedAt, startedAt);
+  const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
 
   if (options.dryRun) {
     const plan = await planBulk(runtime, filter, options);
@@ -123,12 +126,20 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
         () => brake?.sampleRoom || Infinity,
       ));
     } else {
-      ended = await replayInRedis(runtime, filter, options.pageSize, room, async (queue, page) => {
-        await settle(queue, page.matched, page);
-        if (options.signal?.aborted) return 'stop';
-        if (page.more && (await brakeStops())) return 'stop';
-        return (await brake?.tripped()) ? 'stop' : 'continue';
-      });
+      ended = await replayInRedis(
+        runtime,
+        filter,
+        options.pageSize,
+        room,
+        // A sample that filled with the last page of one queue waits for its verdict before the next queue.
+        async () => ((await brakeStops()) ? 'stop' : 'continue'),
+        async (queue, page) => {
+          await settle(queue, page.matched, page);
+          if (options.signal?.aborted) return 'stop';
+          if (page.more && (await brakeStops())) return 'stop';
+          return (await brake?.tripped()) ? 'stop' : 'continue';
+        },
+      );
     }
     await ledgerWrites.drain();
     result.stopped = brake?.isTripped ? 'brake' : ended === 'interrupted' || options.signal?.aborted ? 'interrupted' : null;
@@ -170,9 +181,11 @@ async function replayInRedis(
   filter: CompiledFilter,
   pageSize: number | undefined,
   room: () => number,
+  beforeQueue: () => Promise<BatchOutcome>,
   onPage: (queue: string, page: ReplayedPage) => Promise<BatchOutcome>,
 ): Promise<BatchLoopResult['ended']> {
   for (const queue of filter.queues) {
+    if ((await beforeQueue()) === 'stop') return 'stopped';
     const pages = replayFailedPages(
       runtime.redis,
       runtime.settings.prefix,
