@@ -9,7 +9,7 @@ import { discard } from '../src/ops/discard.js';
 import { rebuild } from '../src/ops/rebuild.js';
 import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
 import { settleJobs } from './failed-jobs.js';
-import { DATABASE_URL, REDIS_URL, runCli, setupServices, type TestServices } from './helpers.js';
+import { DATABASE_URL, REDIS_URL, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
 
 const definitions = [
   defineEffect({ name: 'send-sms', on: 'order_placed', attempts: 1, run() {} }),
@@ -80,6 +80,38 @@ describe('discard', () => {
     const [operation] = await listOperations(runtime, { command: 'discard' });
     expect(operation).toMatchObject({ id: result.operationId, actor: 'bob', reason: 'numbers never valid', outcome: 'ok' });
     expect(operation.counts).toMatchObject({ matched: 2, discarded: 2, ledgerRowsDiscarded: 2 });
+  });
+
+  it('stops when the ledger refuses its marks, and the audit record counts what it had removed', async () => {
+    const orders = Array.from({ length: 20 }, (_, i) => String(601 + i));
+    const rows = await pendingRowsWithFailedJobs(orders, (id) => `refused ${id}`);
+    const ids = rows.map((r) => jobIdForRow(r.id));
+    await waitFor(async () => {
+      const now = await failed('send-sms');
+      return ids.every((id) => now.includes(id));
+    });
+    // A refusal that no retry changes: a trigger that rejects the discarded status.
+    await services.db.raw(
+      `create function ??.refuse_discard() returns trigger language plpgsql as $$ begin raise exception 'no discards here'; end $$`,
+      [services.schema],
+    );
+    await services.db.raw(
+      `create trigger refuse_discard before update on ??.ledger for each row when (new.status = 'discarded') execute function ??.refuse_discard()`,
+      [services.schema, services.schema],
+    );
+    try {
+      await expect(discard(runtime, { queues: ['send-sms'], ids, pageSize: 1, reason: 'refused' })).rejects.toThrow(/no discards here/);
+    } finally {
+      await services.db.raw('drop trigger refuse_discard on ??.ledger', [services.schema]);
+      await services.db.raw('drop function ??.refuse_discard()', [services.schema]);
+    }
+    const left = (await failed('send-sms')).filter((id) => ids.includes(id));
+    const [operation] = await listOperations(runtime, { command: 'discard' });
+    expect(operation).toMatchObject({ outcome: 'failed', reason: 'refused' });
+    // The record tells how many jobs left Redis, though their rows stayed pending.
+    expect(operation.counts.discarded).toBe(orders.length - left.length);
+    expect(operation.counts.discarded).toBeGreaterThan(0);
+    expect(left.length).toBeGreaterThan(0);
   });
 
   it('discards only failed jobs, never one waiting for a retry', async () => {

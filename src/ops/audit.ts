@@ -24,14 +24,20 @@ export const defaultActor = (): string => {
 
 /**
  * Runs an operator action and records it in the audit trail: a row when it starts, its counts and
- * outcome when it ends (`interrupted` when `interrupted()` says so, `failed` when it throws).
+ * outcome when it ends (`interrupted` when `interrupted()` says so, `failed` when it throws, with
+ * the counts of what it had done when `partial` tells).
  * Returns the action's result with the operation id.
  */
 export async function audited<T extends object>(
   runtime: Runtime,
   input: AuditInput,
   action: (operationId: string) => Promise<T>,
-  options: { counts: (result: T) => Record<string, number>; interrupted?: (result: T) => boolean },
+  options: {
+    counts: (result: T) => Record<string, number>;
+    interrupted?: (result: T) => boolean;
+    /** What the action had done when it threw, for the record's counts. */
+    partial?: () => T | undefined;
+  },
 ): Promise<T & { operationId: string }> {
   const operations = new Operations(runtime.db, runtime.settings.schema);
   const id = await operations.start({
@@ -48,8 +54,9 @@ export async function audited<T extends object>(
     });
     return { ...result, operationId: id };
   } catch (error) {
+    const partial = options.partial?.();
     await operations
-      .finish(id, { outcome: 'failed', counts: {}, error: (error as Error).message })
+      .finish(id, { outcome: 'failed', counts: partial ? options.counts(partial) : {}, error: (error as Error).message })
       .catch(() => undefined);
     throw error;
   }

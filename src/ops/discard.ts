@@ -1,4 +1,5 @@
 import type { Runtime } from '../core/runtime.js';
+import { withDbRetry } from '../ledger/retry.js';
 import { redisKeys, rowIdFromJobId } from '../queue/keys.js';
 import { audited } from './audit.js';
 import { describeFilter, forEachBatch, planBulk, requireLedger, type BulkOptions, type BulkPlan } from './bulk.js';
@@ -39,10 +40,15 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
 
   const useLedger = options.useLedger !== false;
   const keys = redisKeys(runtime.settings.prefix);
+  /** The run's counts as they stand, for the audit record of a run that fails part-way. */
+  let soFar: DiscardResult | undefined;
   const run = async (): Promise<DiscardResult> => {
     const result: DiscardResult = { matched: 0, discarded: 0, skipped: 0, dryRun: false, ledgerRowsDiscarded: 0, stopped: null };
+    soFar = result;
     const ledgerWrites = new WriteBehind();
     const loop = await forEachBatch(runtime, filter, options, async (queueName, batch) => {
+      // A ledger write failed (after its retries): remove nothing more whose row would stay owed.
+      if (ledgerWrites.failed) return 'stop';
       const queue = runtime.queues.get(queueName);
       // The scan read the page a moment ago; only what is still failed now is removed.
       const pipeline = runtime.redis.pipeline();
@@ -62,8 +68,10 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
       result.skipped += batch.length - removedIds.length;
       const rowIds = removedIds.map(rowIdFromJobId).filter((id): id is string => id !== undefined);
       if (useLedger && rowIds.length) {
+        // Idempotent, so safe to retry through a PostgreSQL restart.
+        const mark = () => runtime.ledger.setStatus(rowIds, 'discarded', { from: ['pending', 'failed'] });
         await ledgerWrites.add(async () => {
-          result.ledgerRowsDiscarded += await runtime.ledger.setStatus(rowIds, 'discarded', { from: ['pending', 'failed'] });
+          result.ledgerRowsDiscarded += await withDbRetry(mark, runtime.logger, 'discard mark');
         });
       }
       options.onProgress?.({ matched: result.matched, done: result.discarded, skipped: result.skipped });
@@ -83,6 +91,7 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
     {
       counts: (r) => ({ matched: r.matched, discarded: r.discarded, skipped: r.skipped, ledgerRowsDiscarded: r.ledgerRowsDiscarded }),
       interrupted: (r) => r.stopped !== null,
+      partial: () => soFar,
     },
   );
 }

@@ -77,6 +77,8 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
   }
 
   const useLedger = options.useLedger !== false;
+  /** The run's counts as they stand, for the audit record of a run that fails part-way. */
+  let soFar: ReplayResult | undefined;
   const run = async (): Promise<ReplayResult> => {
     const brake = options.brake === false ? null : new Brake(runtime.redis, runtime.settings.prefix, options.brake);
     const ledgerWrites = new WriteBehind();
@@ -89,6 +91,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       brake: null,
       replayedBefore: 0,
     };
+    soFar = result;
     /** Books one replayed batch: counts, ledger rows, the brake's sample, progress. */
     const settle = async (queue: string, matched: number, { replayed, skipped }: ReplayedJobs) => {
       result.matched += matched;
@@ -118,7 +121,8 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
         filter,
         options,
         async (queue, batch) => {
-          if ((await brakeStops()) || options.signal?.aborted) return 'stop';
+          // A ledger write failed: replay nothing more whose row would not follow.
+          if (ledgerWrites.failed || (await brakeStops()) || options.signal?.aborted) return 'stop';
           const ids = batch.map((j) => j.id);
           await settle(queue, batch.length, await replayFailedJobs(runtime.redis, runtime.settings.prefix, queue, ids));
           return (await brake?.tripped()) ? 'stop' : 'continue';
@@ -132,10 +136,10 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
         options.pageSize,
         room,
         // A sample that filled with the last page of one queue waits for its verdict before the next queue.
-        async () => ((await brakeStops()) ? 'stop' : 'continue'),
+        async () => (ledgerWrites.failed || (await brakeStops()) ? 'stop' : 'continue'),
         async (queue, page) => {
           await settle(queue, page.matched, page);
-          if (options.signal?.aborted) return 'stop';
+          if (options.signal?.aborted || ledgerWrites.failed) return 'stop';
           if (page.more && (await brakeStops())) return 'stop';
           return (await brake?.tripped()) ? 'stop' : 'continue';
         },
@@ -168,6 +172,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
         ...(r.brake ? { brakeFailed: r.brake.failed, brakeSample: r.brake.size } : {}),
       }),
       interrupted: (r) => r.stopped !== null,
+      partial: () => soFar,
     },
   );
 }

@@ -2,7 +2,8 @@
  * Ledger writes that trail the Redis work of a bulk action: a batch's ledger update runs while the
  * next batch is read and moved in Redis, at most `maxInFlight` at a time, so PostgreSQL and Redis
  * work side by side instead of taking turns. The first failure is thrown by `drain()` (and by the
- * next `add()`), never lost.
+ * next `add()`), never lost; `failed` lets the action stop before it touches Redis again, so at
+ * most the batches whose writes were in flight are done in Redis without their ledger update.
  */
 export class WriteBehind {
   private readonly inFlight = new Set<Promise<void>>();
@@ -22,6 +23,11 @@ export class WriteBehind {
     );
     const tracked = running.finally(() => this.inFlight.delete(tracked));
     this.inFlight.add(tracked);
+  }
+
+  /** Whether a write has failed: the action should stop before its next batch. */
+  get failed(): boolean {
+    return this.failure !== undefined;
   }
 
   /** Waits for every write; throws the first failure. */
