@@ -180,13 +180,16 @@ async function scanAndEnqueue(
       options.onProgress?.({ ...result });
       continue;
     }
-    if (redrive.length) await removeJobs(runtime, redrive);
     let handed = 0;
     for (let i = 0; i < toEnqueue.length && !aborted(); i += chunkSize) {
       const chunk = toEnqueue.slice(i, i + chunkSize);
       await bucket?.take(chunk.length, options.signal);
       if (aborted()) break;
+      // A finished job is removed just before its row is pushed again (an add with its id would be
+      // a no-op), chunk by chunk: a run stopped between chunks leaves no row without its job.
+      const finishedInChunk = i + chunk.length > missing.length ? chunk.slice(Math.max(0, missing.length - i)) : [];
       await pushes.add(async () => {
+        if (finishedInChunk.length) await removeJobs(runtime, finishedInChunk);
         await pushRows(runtime, chunk);
         result.enqueued += chunk.length;
         options.onProgress?.({ ...result });
