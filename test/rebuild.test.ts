@@ -5,7 +5,7 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defineEffect, type EffectDefinition } from '../src/index.js';
 import { QueueSettings } from '../src/ledger/queue-settings.js';
-import { rebuild } from '../src/ops/rebuild.js';
+import { rebuild, type RebuildResult } from '../src/ops/rebuild.js';
 import { listOperations } from '../src/ops/audit.js';
 import { jobIdForRow, redisKeys, SCHEDULER_QUEUE } from '../src/queue/keys.js';
 import { startScheduler } from '../src/scheduler/scheduler.js';
@@ -278,6 +278,36 @@ describe('rebuild', () => {
 });
 
 describe('the periodic rebuild schedule', () => {
+  it('stops a rebuild in progress when the scheduler is closed, rather than finishing a large window first', async () => {
+    const services = await setupServices('scheduler-close');
+    await services.migrate();
+    const effect = defineEffect({ name: 'bulk-mail', on: 'newsletter_sent', run() {} });
+    const rows = 50_000;
+    await services.db.raw(
+      `insert into ??.ledger (event, event_id, effect) select 'newsletter_sent', g::text, 'bulk-mail' from generate_series(1, ?) g`,
+      [services.schema, rows],
+    );
+    const results: RebuildResult[] = [];
+    const scheduler = await startScheduler(services.runtime({ effects: [effect] }), {
+      everyMs: 3_600_000,
+      lookbackMs: 3_600_000,
+      onRebuild: (result) => results.push(result),
+    });
+    const queue = new Queue('bulk-mail', { connection: services.redis, prefix: services.prefix });
+    try {
+      await waitFor(async () => (await queue.getWaitingCount()) > 0);
+      await scheduler.close();
+      expect(results).toHaveLength(1);
+      expect(results[0].interrupted).toBe(true);
+      expect(results[0].enqueued).toBeLessThan(rows);
+      // Every row it pushed has its job; the rest stay pending for the next period.
+      expect(await queue.getWaitingCount()).toBe(results[0].enqueued);
+    } finally {
+      await queue.close();
+      await services.cleanup();
+    }
+  });
+
   it('keeps the period of the scheduler started last: an older one re-checking its schedule does not reset it', async () => {
     const services = await setupServices('scheduler-every');
     await services.migrate();

@@ -58,12 +58,15 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
   }, Math.min(everyMs, 60_000));
   keepSchedule.unref();
 
+  // Shutdown stops a rebuild in progress at its next batch (the next period re-drives the rest)
+  // instead of waiting minutes for a large window to finish.
+  const stopping = new AbortController();
   const worker = new Worker(
     SCHEDULER_QUEUE,
     async (job) => {
       const lookback = Number(job.data?.lookbackMs ?? lookbackMs);
       // Hourly housekeeping, not an operator action: logged, not written to the audit trail.
-      const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false });
+      const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false, signal: stopping.signal });
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
       options.onRebuild?.(result);
       // Housekeeping after the rebuild; a failure here is not a failed rebuild, and the next period retries.
@@ -98,6 +101,7 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
   return {
     async close() {
       clearInterval(keepSchedule);
+      stopping.abort();
       await ramps.stop();
       await worker.close();
       await runtime.close();
