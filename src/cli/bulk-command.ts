@@ -30,7 +30,9 @@ interface BulkCommand<R> {
   dryRun: boolean;
   useLedger: boolean;
   rate?: number;
-  execute(extra: { dryRun?: boolean; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
+  /** The --until given, if any (epoch ms). */
+  until?: number;
+  execute(extra: { dryRun?: boolean; until?: number; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
 }
 
 /**
@@ -54,8 +56,11 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
   if (options.useLedger) await requireLedger(runtime, options.command);
 
   let total: number | undefined;
+  /** Set when a plan was shown: the run then acts on the jobs that plan counted, not on any failed since. */
+  let until: number | undefined;
   if (!options.yes || ctx.isTTY) {
-    const plan = await options.execute({ dryRun: true });
+    until = Math.min(Date.now(), options.until ?? Infinity);
+    const plan = await options.execute({ dryRun: true, until });
     total = plan.matched;
     if (total === 0) return { ...plan, dryRun: false };
     await confirmBulk({ count: total, verb: options.command, yes: options.yes });
@@ -72,6 +77,7 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
   process.once('SIGINT', onSigint);
   try {
     return await options.execute({
+      ...(until === undefined ? {} : { until }),
       signal: controller.signal,
       onProgress: (p) => bar.update(p.matched, { done: p.done, skipped: p.skipped }),
     });

@@ -68,6 +68,7 @@ Examples:
           yes: Boolean(opts.yes),
           dryRun: Boolean(opts.dryRun),
           useLedger: base.useLedger!,
+          until: base.until,
           rate: opts.rate,
           execute: (extra) => replay(runtime, { ...base, ...extra }),
         });
