@@ -96,9 +96,12 @@ describe('audit trail: ops list, ops show, status', () => {
     expect(garbage.stderr).toContain('No operation "not-an-id"');
   });
 
-  it('exits 2 on a bad --limit and 1 when the database is unreachable', async () => {
+  it('exits 2 on a bad --limit or an unknown --command, and 1 when the database is unreachable', async () => {
     const badLimit = await cli(['ops', 'list', '--limit', '0']);
     expect(badLimit.code).toBe(2);
+    const typo = await cli(['ops', 'list', '--command', 'replya']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain('Allowed choices are replay, discard, rebuild');
     const down = await cli(['ops', 'list'], { EFFECTS_DATABASE_URL: 'postgres://postgres:s3cret@127.0.0.1:1/test' });
     expect(down.code).toBe(1);
     expect(down.stderr).toContain('Cannot reach PostgreSQL');

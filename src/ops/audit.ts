@@ -4,9 +4,12 @@ import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { Operations, type OperationRecord } from '../ledger/operations.js';
 
+/** Every command the audit trail records, as the operator would type it. */
+export const AUDITED_COMMANDS = ['replay', 'discard', 'rebuild', 'pause', 'resume', 'resume --ramp', 'ramp cancel'] as const;
+export type AuditedCommand = (typeof AUDITED_COMMANDS)[number];
+
 export interface AuditInput {
-  /** The command as the operator would type it: `replay`, `resume --ramp`, ... */
-  command: string;
+  command: AuditedCommand;
   /** Who: `--actor`, else the OS user. */
   actor?: string;
   reason?: string;

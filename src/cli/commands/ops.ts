@@ -1,6 +1,6 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { assertMigrated } from '../../ledger/migrate.js';
-import { getOperation, listOperations, type OperationView } from '../../ops/audit.js';
+import { AUDITED_COMMANDS, getOperation, listOperations, type OperationView } from '../../ops/audit.js';
 import { formatDuration } from '../../core/duration.js';
 import type { ChalkInstance } from 'chalk';
 import { CommandContext } from '../context.js';
@@ -24,7 +24,7 @@ Examples:
     .description('recent operator actions, newest first')
     .option('--limit <n>', 'at most this many (default: 20)', positiveIntArg)
     .option('--since <time>', 'started since: a duration before now (2h) or an ISO timestamp', timeArg)
-    .option('--command <name>', 'only this command, exactly: replay, discard, rebuild, pause, resume, "resume --ramp", "ramp cancel"')
+    .addOption(new Option('--command <name>', 'only this command').choices(AUDITED_COMMANDS))
     .addHelpText(
       'after',
       `
