@@ -140,6 +140,21 @@ describe('replay', () => {
     await queue.close();
   });
 
+  it('forgets that a replayed job was alerted on, so a new poisoning alerts again', async () => {
+    const [row] = await failOrders(['alerted-1']);
+    const jobId = jobIdForRow(row.id);
+    const alerted = redisKeys(services.prefix).alerted('notify-crm', jobId);
+    await services.redis.set(alerted, '1', 'EX', 86_400);
+    const result = await replay(runtime, { queues: ['notify-crm'], ids: [jobId], brake: false });
+    expect(result.replayed).toBe(1);
+    expect(await services.redis.exists(alerted)).toBe(0);
+    // It fails again (the CRM is still down): out of the failed set, as the tests after this expect.
+    const queue = new Queue('notify-crm', { connection: services.redis, prefix: services.prefix });
+    await waitFor(async () => (await queue.getJobState(jobId)) === 'failed');
+    await queue.remove(jobId);
+    await queue.close();
+  });
+
   it('waits for the brake before the next queue when the sample fills with the last jobs of one', async () => {
     const connection = { connection: services.redis, prefix: services.prefix };
     const queues = ['brake-a', 'brake-b'].map((name) => new Queue(name, connection));

@@ -229,3 +229,14 @@ export function poisonAlertFor(job: Job, effect: ResolvedEffect, error: Error, p
     at: Date.now(),
   };
 }
+
+/**
+ * Forgets that these jobs were alerted on. A job replayed or re-driven by an operator is on a new
+ * try: if it becomes a poison pill again, that is news, and the once-per-job guard (kept for a day)
+ * must not swallow it.
+ */
+export async function forgetAlerts(redis: Redis, prefix: string, queue: string, jobIds: readonly string[]): Promise<void> {
+  if (jobIds.length === 0) return;
+  const keys = redisKeys(prefix);
+  await redis.del(...jobIds.map((id) => keys.alerted(queue, id)));
+}

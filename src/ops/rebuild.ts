@@ -1,3 +1,4 @@
+import { forgetAlerts } from '../alerts/webhook.js';
 import type { Runtime } from '../core/runtime.js';
 import { assertTimeWindow } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
@@ -296,7 +297,14 @@ async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<Pendi
   return rows.filter((r) => current.get(r.id)?.status === 'pending');
 }
 
-/** A finished job keeps its id; it has to go before `add` with that id creates a job again. */
+/**
+ * A finished job keeps its id; it has to go before `add` with that id creates a job again, and with
+ * it the record that it was alerted on (the new job may become a poison pill, which is news).
+ */
 async function removeJobs(runtime: Runtime, rows: PendingRef[]): Promise<void> {
   await Promise.all(rows.map((row) => runtime.queues.get(row.effect).remove(jobIdForRow(row.id))));
+  for (const effect of new Set(rows.map((row) => row.effect))) {
+    const ids = rows.filter((row) => row.effect === effect).map((row) => jobIdForRow(row.id));
+    await forgetAlerts(runtime.redis, runtime.settings.prefix, effect, ids);
+  }
 }

@@ -1,3 +1,4 @@
+import { forgetAlerts } from '../alerts/webhook.js';
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { rowIdFromJobId } from '../queue/keys.js';
@@ -102,6 +103,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       if (useLedger && rowIds.length) {
         await ledgerWrites.add(() => runtime.ledger.setStatus(rowIds, 'pending', { countReplay: true, from: ['failed', 'pending'] }));
       }
+      await forgetAlerts(runtime.redis, runtime.settings.prefix, queue, replayed.map((r) => r.id));
       brake?.record(queue, replayed.map((r) => r.id));
       options.onProgress?.({ matched: result.matched, done: result.replayed, skipped: result.skipped });
     };
