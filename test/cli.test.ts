@@ -9,7 +9,7 @@ import { buildProgram } from '../src/cli/program.js';
 import { Ledger } from '../src/ledger/ledger.js';
 import { spawnCli, writeSlowEffectConfig } from './cli-process.js';
 import { DATABASE_URL, REDIS_URL, deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
-import { freePort } from './servers.js';
+import { freePort, startPrivateRedis } from './servers.js';
 
 const PASSWORD = 'Sup3rSecretPw';
 
@@ -301,10 +301,19 @@ describe('effects CLI as a process', () => {
     }
   });
 
-  it('status --watch --json prints one compact JSON object per line per tick (NDJSON)', { timeout: 60_000 }, async () => {
-    const watch = spawnCli(['status', '--watch', '200ms', '--json', ...connection()], { cwd: emptyDir });
+  it('status --watch --json prints one compact JSON object per line per tick (NDJSON), through a Redis restart', { timeout: 60_000 }, async () => {
+    const redis = await startPrivateRedis();
+    const args = ['--redis', redis.url, '--db', DATABASE_URL, '--prefix', services.prefix, '--schema', services.schema];
+    const watch = spawnCli(['status', '--watch', '1s', '--json', ...args], { cwd: emptyDir });
+    const objects = () => watch.stdout().split('\n').filter(Boolean).length;
     try {
-      await waitFor(() => watch.stdout().split('\n').filter(Boolean).length >= 2, 15000);
+      await waitFor(() => objects() >= 1, 15000);
+      // Redis goes away for a moment: the dashboard says so and goes on.
+      await redis.kill();
+      await waitFor(() => /warning: Cannot reach Redis/.test(watch.stderr()), 15000);
+      await redis.start();
+      const before = objects();
+      await waitFor(() => objects() > before, 15000);
       watch.child.kill('SIGINT');
       expect(await watch.exited).toEqual({ code: 0, signal: null });
       const lines = watch.stdout().split('\n');
@@ -316,7 +325,23 @@ describe('effects CLI as a process', () => {
       expect(help.stdout).toContain('one compact JSON object per line');
     } finally {
       await watch.kill();
+      await redis.stop();
     }
+  });
+
+  it('status --watch: Ctrl-C ends a long wait at once; more often than every second is refused', { timeout: 60_000 }, async () => {
+    const watch = spawnCli(['status', '--watch', '1h', ...connection()], { cwd: emptyDir });
+    try {
+      await waitFor(() => watch.stdout().includes('queue') || watch.stdout().includes('No queues'), 15000);
+      watch.child.kill('SIGINT');
+      const exited = await Promise.race([watch.exited, new Promise((resolve) => setTimeout(() => resolve('still waiting'), 10_000))]);
+      expect(exited).toEqual({ code: 0, signal: null });
+    } finally {
+      await watch.kill();
+    }
+    const tooOften = await runCli(['status', '--watch', '200ms', ...connection()], { cwd: emptyDir });
+    expect(tooOften.code).toBe(2);
+    expect(tooOften.stderr).toContain('every 1s at the most');
   });
 
   it('status --json reports queues made by plain BullMQ, with no config file', async () => {

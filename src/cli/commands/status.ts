@@ -6,6 +6,11 @@ import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
 import { renderOperations } from './ops.js';
 import { formatDuration } from '../../core/duration.js';
+import { ConnectionError, UsageError } from '../../core/errors.js';
+import { sleep } from '../../core/sleep.js';
+
+/** The shortest --watch interval: every refresh scans for queues and reads each one. */
+const MIN_WATCH_MS = 1000;
 
 export function registerStatus(program: Command): void {
   program
@@ -34,13 +39,29 @@ Examples:
           return;
         }
         const everyMs = opts.watch === true ? 2000 : durationArg(opts.watch);
-        let stopped = false;
-        process.once('SIGINT', () => (stopped = true));
-        while (!stopped) {
-          const report = await getStatus(runtime);
-          if (ctx.json) ctx.printJsonLine(toJson(report));
-          else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
-          await new Promise((resolve) => setTimeout(resolve, everyMs));
+        if (everyMs < MIN_WATCH_MS) throw new UsageError(`--watch ${opts.watch} is too often: every 1s at the most, each refresh reads every queue.`);
+        // Ctrl-C ends the wait at once, not after up to a whole interval.
+        const stop = new AbortController();
+        const onSigint = () => stop.abort();
+        process.once('SIGINT', onSigint);
+        let lastProblem: string | undefined;
+        try {
+          while (!stop.signal.aborted) {
+            try {
+              const report = await getStatus(runtime);
+              lastProblem = undefined;
+              if (ctx.json) ctx.printJsonLine(toJson(report));
+              else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
+            } catch (error) {
+              // A dashboard must outlive a Redis blip: say so (once per distinct problem) and refresh on.
+              if (!(error instanceof ConnectionError)) throw error;
+              if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message}; retrying every ${formatDuration(everyMs)}\n`);
+              lastProblem = error.message;
+            }
+            await sleep(everyMs, stop.signal);
+          }
+        } finally {
+          process.off('SIGINT', onSigint);
         }
       } finally {
         await runtime.close();
