@@ -10,6 +10,15 @@ describe('errorFingerprint', () => {
     expect(errorFingerprint('job ledger-42 failed')).toBe('job ledger-<n> failed');
   });
 
+  it('keeps an HTTP status: a 404 and a 503 are different failures', () => {
+    expect(errorFingerprint('Request failed with status code 404')).toBe('Request failed with status code 404');
+    expect(errorFingerprint('Request failed with status code 503')).not.toBe(errorFingerprint('Request failed with status code 404'));
+    expect(errorFingerprint('CRM answered HTTP 429 after 1200ms')).toBe('CRM answered HTTP 429 after <n>ms');
+    expect(errorFingerprint('upstream said HTTP/1.1 502 for order 7')).toBe('upstream said HTTP/<n> 502 for order <n>');
+    // Other numbers after "status" are still values.
+    expect(errorFingerprint('order status 42 unknown')).toBe('order status <n> unknown');
+  });
+
   it('keeps digits that are part of a word or code', () => {
     expect(errorFingerprint('invalid utf8 sequence')).toBe('invalid utf8 sequence');
     expect(errorFingerprint('E11000 duplicate key')).toBe('E11000 duplicate key');

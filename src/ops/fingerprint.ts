@@ -9,8 +9,16 @@ import { createHash } from 'node:crypto';
 /** Longest fingerprint kept: long messages rarely differ usefully past this point. */
 const MAX_LENGTH = 200;
 
+/**
+ * An HTTP status right after "status", "status code" or "HTTP": kept, because a 404 and a 503 are
+ * different failures (one permanent, one passing) that a replay or a discard by group must not mix.
+ */
+const HTTP_STATUS_BEFORE = /(?:status(?: code)?|HTTP(?:\/[\d.]+)?)[ :=]\s?$/i;
+const keepHttpStatus = (match: string, offset: number, text: string) =>
+  /^[1-5]\d\d$/.test(match) && HTTP_STATUS_BEFORE.test(text.slice(Math.max(0, offset - 20), offset)) ? match : '<n>';
+
 // Order matters: quoted values first (their contents vanish whole), then ids, then bare numbers.
-const RULES: Array<[RegExp, string]> = [
+const RULES: Array<[RegExp, string | ((match: string, offset: number, text: string) => string)]> = [
   // A quote that opens a value is not preceded by a letter: the apostrophe in "can't" is not one.
   [/(?<![\p{L}\p{N}])"[^"\n]*"/gu, '<str>'],
   [/(?<![\p{L}\p{N}])'[^'\n]*'/gu, '<str>'],
@@ -21,7 +29,7 @@ const RULES: Array<[RegExp, string]> = [
   // so that a long plain number stays a number and groups with its shorter siblings.
   [/\b(?=[0-9a-f]*[a-f])(?=[a-f]*\d)[0-9a-f]{8,}\b/gi, '<hex>'],
   // Numbers not glued to a preceding letter or digit: "order 42", "5000ms", "127.0.0.1:5432", not "utf8" or "E11000".
-  [/(?<![\p{L}\p{N}_.])-?\d+(?:\.\d+)*/gu, '<n>'],
+  [/(?<![\p{L}\p{N}_.])-?\d+(?:\.\d+)*/gu, keepHttpStatus],
   [/\s+/g, ' '],
 ];
 
@@ -30,7 +38,10 @@ export function errorFingerprint(message: string | null | undefined): string {
   if (!message) return '(no error message)';
   const firstLine = message.split('\n', 1)[0];
   let text = firstLine;
-  for (const [pattern, replacement] of RULES) text = text.replace(pattern, replacement);
+  for (const [pattern, replacement] of RULES) {
+    // Two calls, one per overload of String.replace (TypeScript picks one by the argument's type).
+    text = typeof replacement === 'string' ? text.replace(pattern, replacement) : text.replace(pattern, replacement);
+  }
   text = text.trim();
   return (text.length > MAX_LENGTH ? `${text.slice(0, MAX_LENGTH)}…` : text) || '(no error message)';
 }
