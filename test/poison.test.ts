@@ -125,7 +125,7 @@ describe('poison list / poison show', () => {
     expect(groups.map((g) => [g.queue, g.error, g.count])).toEqual([
       ['emails', 'timeout after <n>ms', 8],
       ['emails', 'SMTP <n> mailbox <str> unavailable', 4],
-      ['webhooks', 'HTTP <n>', 2],
+      ['webhooks', 'HTTP 503', 2],
       ['notify-crm', 'CRM said <n>', 1],
     ]);
     for (const g of groups) {
