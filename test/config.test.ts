@@ -154,6 +154,18 @@ describe('resolveSettings: flag > environment > file > default', () => {
     });
   });
 
+  it('takes a variable set to the empty string as unset, in the environment and in the config file', () => {
+    const withWebhook = { ...file, alerts: { webhook: 'https://hooks.example.com/T0/B0' } };
+    const env = { EFFECTS_ALERT_WEBHOOK: '', EFFECTS_REDIS_URL: '', REDIS_URL: 'redis://generic:6379' };
+    expect(resolveSettings(withWebhook, {}, env)).toMatchObject({
+      alertWebhook: 'https://hooks.example.com/T0/B0',
+      redisUrl: 'redis://generic:6379',
+    });
+    // `alerts: { webhook: process.env.X }` and `redis: process.env.Y` in a config file, X and Y set empty.
+    const emptied = validateConfig({ effects: [], redis: '', alerts: { webhook: '' } });
+    expect(resolveSettings(emptied, {}, {})).toMatchObject({ redisUrl: DEFAULTS.redis, alertWebhook: undefined });
+  });
+
   it('flags beat everything', () => {
     const env = { EFFECTS_REDIS_URL: 'redis://env:6379', EFFECTS_PREFIX: 'env-prefix', EFFECTS_SCHEMA: 'env_schema' };
     const flags = { redis: 'redis://flag:6379', db: 'postgres://flag/db', prefix: 'flag-prefix', schema: 'flag_schema' };

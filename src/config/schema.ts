@@ -49,16 +49,20 @@ const effectSchema = z.strictObject({
   rateLimit: z.strictObject({ max: z.number().int().positive(), per: durationLike }).optional(),
 });
 
+/**
+ * Connection settings written as `process.env.X` in a config file are '' where X is set empty:
+ * that means "not set here", not an error.
+ */
 const configSchema = z.strictObject({
-  redis: z.string().min(1).optional(),
-  database: z.string().min(1).optional(),
+  redis: z.string().optional(),
+  database: z.string().optional(),
   prefix: z.string().min(1).optional(),
   schema: z
     .string()
     .regex(/^[a-z_][a-z0-9_]*$/i, 'expected a PostgreSQL identifier (letters, digits, underscore)')
     .optional(),
   poison: z.strictObject({ threshold: z.number().int().positive().optional() }).optional(),
-  alerts: z.strictObject({ webhook: z.string().url().optional() }).optional(),
+  alerts: z.strictObject({ webhook: z.union([z.literal(''), z.string().url()]).optional() }).optional(),
   worker: z
     .strictObject({
       shutdownTimeout: durationLike.optional(),

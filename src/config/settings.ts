@@ -93,21 +93,24 @@ export function resolveEffect(definition: EffectDefinition): ResolvedEffect {
 
 /**
  * Merges the sources in precedence order: flag > environment > config file > default.
- * The environment is read here and nowhere else.
+ * The environment is read here and nowhere else. A variable set to the empty string counts as
+ * unset, as docker-compose and many shells leave one (`EFFECTS_ALERT_WEBHOOK=`): it must not beat
+ * the config file's value with nothing.
  */
 export function resolveSettings(
   config: EffectsConfig | undefined,
   flags: ConnectionFlags = {},
-  env: NodeJS.ProcessEnv = process.env,
+  processEnv: NodeJS.ProcessEnv = process.env,
 ): Settings {
+  const env = Object.fromEntries(Object.entries(processEnv).filter(([, value]) => value !== '')) as NodeJS.ProcessEnv;
   return {
-    redisUrl: flags.redis ?? env.EFFECTS_REDIS_URL ?? env.REDIS_URL ?? config?.redis ?? DEFAULTS.redis,
+    redisUrl: flags.redis ?? env.EFFECTS_REDIS_URL ?? env.REDIS_URL ?? (config?.redis || undefined) ?? DEFAULTS.redis,
     databaseUrl:
-      flags.db ?? env.EFFECTS_DATABASE_URL ?? env.DATABASE_URL ?? config?.database ?? DEFAULTS.database,
+      flags.db ?? env.EFFECTS_DATABASE_URL ?? env.DATABASE_URL ?? (config?.database || undefined) ?? DEFAULTS.database,
     prefix: flags.prefix ?? env.EFFECTS_PREFIX ?? config?.prefix ?? DEFAULTS.prefix,
     schema: flags.schema ?? env.EFFECTS_SCHEMA ?? config?.schema ?? DEFAULTS.schema,
     poisonThreshold: config?.poison?.threshold ?? DEFAULTS.poisonThreshold,
-    alertWebhook: env.EFFECTS_ALERT_WEBHOOK ?? config?.alerts?.webhook,
+    alertWebhook: env.EFFECTS_ALERT_WEBHOOK ?? (config?.alerts?.webhook || undefined),
     effects: (config?.effects ?? []).map(resolveEffect),
     worker: {
       shutdownTimeoutMs: toMs(config?.worker?.shutdownTimeout, DEFAULTS.shutdownTimeoutMs, 'worker.shutdownTimeout'),
