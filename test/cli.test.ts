@@ -342,6 +342,10 @@ describe('effects CLI as a process', () => {
     const tooOften = await runCli(['status', '--watch', '200ms', ...connection()], { cwd: emptyDir });
     expect(tooOften.code).toBe(2);
     expect(tooOften.stderr).toContain('every 1s at the most');
+    // Unreachable from the start: an error like any other command's, not a dashboard waiting forever.
+    const unreachable = await runCli(['status', '--watch', '1s', '--redis', 'redis://127.0.0.1:1'], { cwd: emptyDir });
+    expect(unreachable.code).toBe(1);
+    expect(unreachable.stderr).toContain('Cannot reach Redis at redis://127.0.0.1:1');
   });
 
   it('status --json reports queues made by plain BullMQ, with no config file', async () => {

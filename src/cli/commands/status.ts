@@ -45,16 +45,19 @@ Examples:
         const onSigint = () => stop.abort();
         process.once('SIGINT', onSigint);
         let lastProblem: string | undefined;
+        let shown = false;
         try {
           while (!stop.signal.aborted) {
             try {
               const report = await getStatus(runtime);
+              shown = true;
               lastProblem = undefined;
               if (ctx.json) ctx.printJsonLine(toJson(report));
               else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
             } catch (error) {
               // A dashboard must outlive a Redis blip: say so (once per distinct problem) and refresh on.
-              if (!(error instanceof ConnectionError)) throw error;
+              // A server unreachable from the start is bad input like any other: exit 1 at once.
+              if (!(error instanceof ConnectionError) || !shown) throw error;
               if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message}; retrying every ${formatDuration(everyMs)}\n`);
               lastProblem = error.message;
             }
