@@ -19,6 +19,13 @@ describe('errorFingerprint', () => {
     expect(errorFingerprint('order status 42 unknown')).toBe('order status <n> unknown');
   });
 
+  it('normalises a timestamp whole, so the hour does not split a group', () => {
+    const at = (time: string) => errorFingerprint(`token expired at ${time} for order 9`);
+    expect(at('2026-11-27T03:12:45.120Z')).toBe('token expired at <time> for order <n>');
+    expect(at('2026-11-27T14:00:01Z')).toBe(at('2026-11-27T03:12:45.120Z'));
+    expect(at('2026-11-27 14:00:01+01:00')).toBe(at('2026-11-27T03:12:45.120Z'));
+  });
+
   it('keeps digits that are part of a word or code', () => {
     expect(errorFingerprint('invalid utf8 sequence')).toBe('invalid utf8 sequence');
     expect(errorFingerprint('E11000 duplicate key')).toBe('E11000 duplicate key');

@@ -23,6 +23,8 @@ const RULES: Array<[RegExp, string | ((match: string, offset: number, text: stri
   [/(?<![\p{L}\p{N}])"[^"\n]*"/gu, '<str>'],
   [/(?<![\p{L}\p{N}])'[^'\n]*'/gu, '<str>'],
   [/`[^`\n]*`/g, '<str>'],
+  // A timestamp whole: its hour is glued to the "T", where the number rule below would keep it.
+  [/\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?/g, '<time>'],
   [/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<uuid>'],
   [/\b0x[0-9a-f]+\b/gi, '<hex>'],
   // Hex ids (object ids, hashes, trace ids): runs of 8+ hex digits with both a letter and a digit,
