@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import type { Runtime } from '../../core/runtime.js';
 import type { RampSummary } from '../../ops/ramp.js';
 import { getStatus, type StatusReport } from '../../ops/status.js';
 import { CommandContext } from '../context.js';
@@ -40,36 +41,42 @@ Examples:
         }
         const everyMs = opts.watch === true ? 2000 : durationArg(opts.watch);
         if (everyMs < MIN_WATCH_MS) throw new UsageError(`--watch ${opts.watch} is too often: every 1s at the most, each refresh reads every queue.`);
-        // Ctrl-C ends the wait at once, not after up to a whole interval.
-        const stop = new AbortController();
-        const onSigint = () => stop.abort();
-        process.once('SIGINT', onSigint);
-        let lastProblem: string | undefined;
-        let shown = false;
-        try {
-          while (!stop.signal.aborted) {
-            try {
-              const report = await getStatus(runtime);
-              shown = true;
-              lastProblem = undefined;
-              if (ctx.json) ctx.printJsonLine(toJson(report));
-              else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
-            } catch (error) {
-              // A dashboard must outlive a Redis blip: say so (once per distinct problem) and refresh on.
-              // A server unreachable from the start is bad input like any other: exit 1 at once.
-              if (!(error instanceof ConnectionError) || !shown) throw error;
-              if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message}; retrying every ${formatDuration(everyMs)}\n`);
-              lastProblem = error.message;
-            }
-            await sleep(everyMs, stop.signal);
-          }
-        } finally {
-          process.off('SIGINT', onSigint);
-        }
+        await watchStatus(ctx, runtime, everyMs);
       } finally {
         await runtime.close();
       }
     });
+}
+
+/**
+ * Refreshes every `everyMs` until Ctrl-C, which ends the wait at once. A dashboard must outlive a
+ * Redis blip: after a first refresh, an unreachable server is a warning (once per distinct problem)
+ * and the next refresh tries again; unreachable from the start, it is an error like any command's.
+ */
+async function watchStatus(ctx: CommandContext, runtime: Runtime, everyMs: number): Promise<void> {
+  const stop = new AbortController();
+  const onSigint = () => stop.abort();
+  process.once('SIGINT', onSigint);
+  let lastProblem: string | undefined;
+  let shown = false;
+  try {
+    while (!stop.signal.aborted) {
+      try {
+        const report = await getStatus(runtime);
+        shown = true;
+        lastProblem = undefined;
+        if (ctx.json) ctx.printJsonLine(toJson(report));
+        else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
+      } catch (error) {
+        if (!(error instanceof ConnectionError) || !shown) throw error;
+        if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message}; retrying every ${formatDuration(everyMs)}\n`);
+        lastProblem = error.message;
+      }
+      await sleep(everyMs, stop.signal);
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
 }
 
 /** The stable `status --json` shape of DESIGN.md, plus limits. */
