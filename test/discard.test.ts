@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { discard } from '../src/ops/discard.js';
 import { rebuild } from '../src/ops/rebuild.js';
 import { jobIdForRow, redisKeys } from '../src/queue/keys.js';
 import { settleJobs } from './failed-jobs.js';
-import { DATABASE_URL, REDIS_URL, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+import { DATABASE_URL, REDIS_URL, ROOT, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
 
 const definitions = [
   defineEffect({ name: 'send-sms', on: 'order_placed', attempts: 1, run() {} }),
@@ -130,6 +131,29 @@ describe('discard', () => {
       runCli([...args, '--prefix', services.prefix, '--redis', REDIS_URL, '--db', DATABASE_URL, '--schema', services.schema], {
         cwd: noConfigDir,
       });
+
+    it('on a terminal, acts on the jobs it asked to confirm, not on those that failed while it asked', { timeout: 60_000 }, async () => {
+      const jobs = Array.from({ length: 101 }, (_, n) => ({ data: { n } }));
+      await settleJobs(services.prefix, 'asked', jobs, () => new Error('no'));
+      const args = ['discard', '--queue', 'asked', '--no-ledger', '--prefix', services.prefix, '--redis', REDIS_URL, '--db', DATABASE_URL];
+      // `script` runs the CLI on a pseudo-terminal, as an operator's shell does.
+      const command = [process.execPath, path.join(ROOT, 'bin', 'effects.js'), ...args].map((a) => `'${a}'`).join(' ');
+      const child = spawn('script', ['-qec', command, '/dev/null'], { cwd: noConfigDir, env: { ...process.env, NO_COLOR: '1' } });
+      let output = '';
+      child.stdout.on('data', (chunk) => (output += String(chunk)));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      try {
+        await waitFor(() => output.includes('Discard 101 jobs? [y/N]'), 20_000);
+        // One more fails while the question is open: not among the 101 the operator is answering for.
+        const [late] = await settleJobs(services.prefix, 'asked', [{ data: { n: 'late' } }], () => new Error('no'));
+        child.stdin.write('y\n');
+        expect(await exited).toBe(0);
+        expect(output).toContain('matched 101, discarded 101');
+        expect(await failed('asked')).toEqual([late]);
+      } finally {
+        child.kill();
+      }
+    });
 
     it('discards by id with the JSON shape of DESIGN.md; exits 2 on bad input', async () => {
       const ids = await settleJobs(services.prefix, 'plain', [0, 1, 2].map((n) => ({ data: { n } })), () => new Error('no'));
