@@ -1,7 +1,7 @@
 import { Chalk, type ChalkInstance } from 'chalk';
 import type { Command } from 'commander';
 import { findConfigFile, loadConfigFile } from '../config/load.js';
-import { resolveSettings, type Settings } from '../config/settings.js';
+import { connectionSecrets, resolveSettings, type Settings } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
 import { UsageError } from '../core/errors.js';
 import { createLogger, silentLogger, type Logger } from '../core/logger.js';
@@ -38,7 +38,7 @@ export class CommandContext {
   ) {
     const colorOff = flags.color === false || 'NO_COLOR' in process.env || !(out as NodeJS.WriteStream).isTTY;
     this.chalk = new Chalk({ level: colorOff ? 0 : 1 });
-    this.scrub = secretScrubber([settings.redisUrl, settings.databaseUrl]) ?? ((text) => text);
+    this.scrub = secretScrubber(connectionSecrets(settings)) ?? ((text) => text);
   }
 
   /** Reads the global flags of `command`, finds and loads the config file if there is one. */
@@ -74,7 +74,7 @@ export class CommandContext {
 
   /** The process logger of long-running commands: JSON lines, or pretty on a terminal. */
   processLogger(): Logger {
-    return createLogger({ secrets: [this.settings.redisUrl, this.settings.databaseUrl] });
+    return createLogger({ secrets: connectionSecrets(this.settings) });
   }
 
   print(text: string): void {

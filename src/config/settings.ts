@@ -42,6 +42,11 @@ export interface ResolvedEffect {
   rateLimit?: { max: number; durationMs: number };
 }
 
+/** The connection URLs of a process: their passwords appear in no log line, stored error or output. */
+export function connectionSecrets(settings: Pick<Settings, 'redisUrl' | 'databaseUrl'>): string[] {
+  return [settings.redisUrl, settings.databaseUrl];
+}
+
 /** Everything a process needs, with every default applied and every source merged. */
 export interface Settings {
   redisUrl: string;

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
-import type { ResolvedEffect, Settings } from '../config/settings.js';
+import { connectionSecrets, type ResolvedEffect, type Settings } from '../config/settings.js';
 import { createDb } from '../ledger/db.js';
 import { Ledger } from '../ledger/ledger.js';
 import { QueueRegistry } from '../queue/queues.js';
@@ -43,7 +43,7 @@ export class Runtime {
     this.logger = options.logger ?? silentLogger();
     this.effectsByName = new Map(settings.effects.map((e) => [e.name, e]));
     this.effectsByEvent = new Map();
-    this.scrubSecrets = secretScrubber([settings.redisUrl, settings.databaseUrl]) ?? ((text) => text);
+    this.scrubSecrets = secretScrubber(connectionSecrets(settings)) ?? ((text) => text);
     for (const effect of settings.effects) {
       for (const event of effect.events) {
         this.effectsByEvent.set(event, [...(this.effectsByEvent.get(event) ?? []), effect]);

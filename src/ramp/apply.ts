@@ -103,11 +103,12 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
 async function undoLateLimits(runtime: Runtime, store: RampStore, id: string, names: string[]): Promise<void> {
   const active = await store.read();
   const last = active?.id === id ? null : await store.readLast();
-  const now = active?.id === id ? active : last?.id === id ? last : null;
-  if (!now || now.outcome === 'replaced') return;
-  for (const queue of now.queues) {
+  const current = active?.id === id ? active : last?.id === id ? last : null;
+  if (!current || current.outcome === 'replaced') return;
+  for (const queue of current.queues) {
     if (!names.includes(queue.name)) continue;
-    const over = queue.finishedAt !== null || now.outcome === 'finished' || (now.outcome === 'cancelled' && now.restored === true);
+    const over =
+      queue.finishedAt !== null || current.outcome === 'finished' || (current.outcome === 'cancelled' && current.restored === true);
     if (over) await applyLimits(runtime.queues, queue.name, queue.after);
   }
 }

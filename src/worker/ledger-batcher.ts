@@ -13,7 +13,8 @@ const MAX_BATCH = 500;
  * runs the jobs of the last one, instead of waiting for them to be handed out first. Everything that
  * arrives meanwhile joins the batch after, so the batch still grows with the load. Two against one,
  * interleaved in one worker process on a 2-core machine: 2-9% more jobs/s and 5-11% less worker CPU
- * per job in five runs out of five.
+ * per job in five runs out of five. A second read that waits in the driver's queue longer than the
+ * pool's 3 s (behind a first one stuck on a lock) is rejected there, and retried as transient.
  */
 const READS_IN_FLIGHT = 2;
 /**
