@@ -111,7 +111,7 @@ async function startSide(version: Version, admin: Knex) {
       await queue.obliterate({ force: true }).catch(() => undefined);
       await queue.close();
       await admin.raw('drop schema if exists ?? cascade', [schema]);
-      const redis = redisConnections.createRedis(REDIS_URL);
+      const redis = redisConnections.createRedis({ url: REDIS_URL, cluster: false });
       await deleteKeys(redis, `${prefix}:*`);
       redis.disconnect();
     },

@@ -177,6 +177,31 @@ describe('resolveSettings: flag > environment > file > default', () => {
     });
   });
 
+  it('Redis Cluster: on from the flag, the environment or the file, and only with a hash-tag prefix', () => {
+    const clustered = validateConfig({ redisCluster: true, prefix: '{orders}', effects: [] });
+    expect(resolveSettings(clustered, {}, {})).toMatchObject({ redisCluster: true, prefix: '{orders}' });
+    expect(resolveSettings(clustered, {}, { EFFECTS_REDIS_CLUSTER: 'false' })).toMatchObject({ redisCluster: false });
+    expect(resolveSettings(undefined, { redisCluster: true, prefix: 'a{b}c' }, {})).toMatchObject({ redisCluster: true });
+    expect(resolveSettings(undefined, {}, { EFFECTS_REDIS_CLUSTER: '1', EFFECTS_PREFIX: '{x}' }).redisCluster).toBe(true);
+    expect(resolveSettings(undefined, {}, {}).redisCluster).toBe(false);
+
+    // The message suggests the prefix wrapped in a hash tag.
+    for (const [prefix, suggested] of [['effects', '{effects}'], ['{}', '{effects}'], ['}x{', '{x}'], ['{orders', '{orders}']]) {
+      expect(() => resolveSettings(undefined, { redisCluster: true, prefix }, {}), prefix).toThrow(
+        `On a Redis Cluster the prefix must be a hash tag such as ${suggested}, got ${JSON.stringify(prefix)}.`,
+      );
+    }
+    expect(() => resolveSettings(undefined, {}, { EFFECTS_REDIS_CLUSTER: 'maybe' })).toThrow(
+      'EFFECTS_REDIS_CLUSTER must be true or false (also 1/0, yes/no), got "maybe".',
+    );
+    // Several URLs are a cluster's seed nodes; a single server is given one.
+    const effects = [{ name: 'send-email', on: 'order_placed', run() {} }];
+    expect(() => createEffects({ effects }, { flags: { redis: 'redis://a:6379,redis://b:6379' } })).toThrow(/Several Redis URLs given/);
+    expect(() => createEffects({ effects, redisCluster: true, prefix: '{e}' }, { flags: { redis: '/run/redis.sock' } })).toThrow(
+      /A Redis Cluster is reached over TCP/,
+    );
+  });
+
   it('turns the config durations and effect options into milliseconds and defaults', () => {
     const settings = resolveSettings(
       validateConfig({

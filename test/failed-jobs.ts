@@ -1,5 +1,6 @@
 import { Queue, Worker, type Job, type JobsOptions } from 'bullmq';
 import { Redis } from 'ioredis';
+import type { RedisClient } from '../src/queue/redis.js';
 import { REDIS_URL, waitFor } from './helpers.js';
 
 /**
@@ -67,7 +68,7 @@ export async function settleJobs(
 }
 
 /** Sets the failed-set score (finishedOn order) of every failed job to one value: ties across pages. */
-export async function tieFailedScores(redis: Redis, prefix: string, queue: string, score: number): Promise<void> {
+export async function tieFailedScores(redis: RedisClient, prefix: string, queue: string, score: number): Promise<void> {
   const key = `${prefix}:${queue}:failed`;
   const ids = await redis.zrange(key, 0, -1);
   if (ids.length) await redis.zadd(key, 'XX', ...ids.flatMap((id) => [score, id]));

@@ -10,6 +10,7 @@ import { validateConfig } from '../src/config/schema.js';
 import { Runtime } from '../src/core/runtime.js';
 import { migrate } from '../src/ledger/migrate.js';
 import { createLogger } from '../src/core/logger.js';
+import { createRedis, keyHolders, type RedisClient } from '../src/queue/redis.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -32,8 +33,8 @@ export interface TestServices {
   databaseUrl: string;
   /** A knex of the test database, for assertions. */
   db: Knex;
-  /** A Redis connection, for assertions. */
-  redis: Redis;
+  /** A Redis connection, for assertions (to the cluster, on a cluster). */
+  redis: RedisClient;
   /** Settings for a config with these effects, pointing at this file's prefix and schema. */
   settings(config?: Partial<EffectsConfig>): Settings;
   /** A runtime on this file's prefix and schema; closed by cleanup(). */
@@ -50,19 +51,23 @@ export interface TestServices {
  */
 export async function setupServices(
   name: string,
-  servers: { redisUrl?: string; databaseUrl?: string } = {},
+  servers: { redisUrl?: string; databaseUrl?: string; redisCluster?: boolean } = {},
 ): Promise<TestServices> {
-  const { prefix, schema } = namespaceFor(name);
+  const namespace = namespaceFor(name);
+  const redisCluster = servers.redisCluster ?? false;
+  // On a cluster every key of the test shares a slot through the prefix's hash tag.
+  const prefix = redisCluster ? `{${namespace.prefix}}` : namespace.prefix;
+  const { schema } = namespace;
   const redisUrl = servers.redisUrl ?? REDIS_URL;
   const databaseUrl = servers.databaseUrl ?? DATABASE_URL;
   const db = knexFactory({ client: 'pg', connection: databaseUrl, pool: { min: 0, max: 4 } });
-  const redis = new Redis(redisUrl, { maxRetriesPerRequest: null });
-  // Tests that restart Redis would otherwise get "[ioredis] Unhandled error event" noise.
-  redis.on('error', () => {});
+  // Reconnects and waits like the project's own connections; errors are the awaiting test's.
+  const redis = createRedis({ url: redisUrl, cluster: redisCluster });
   const runtimes: Runtime[] = [];
   const settings = (config: Partial<EffectsConfig> = {}) =>
     resolveSettings(validateConfig({ effects: [], ...config }), {
       redis: redisUrl,
+      redisCluster,
       db: databaseUrl,
       prefix,
       schema,
@@ -96,13 +101,15 @@ export async function setupServices(
 }
 
 /** Deletes keys by pattern with SCAN: never FLUSHALL a shared Redis. */
-export async function deleteKeys(redis: Redis, pattern: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.unlink(...keys);
-  } while (cursor !== '0');
+export async function deleteKeys(redis: RedisClient, pattern: string): Promise<void> {
+  for (const server of keyHolders(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await server.unlink(...keys);
+    } while (cursor !== '0');
+  }
 }
 
 export interface CliResult {

@@ -85,6 +85,60 @@ export async function startPrivateRedis(options: { password?: string } = {}): Pr
   return { port, url, start, kill, stop: kill };
 }
 
+export interface PrivateRedisCluster {
+  /** The seed nodes' URLs, comma-separated, as `--redis` takes them with `--redis-cluster`. */
+  url: string;
+  ports: number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A Redis Cluster of `masters` nodes without replicas, its slots spread by `redis-cli --cluster
+ * create`. Each node's cluster bus port is a free port of its own (not port + 10000, which may be
+ * taken or out of range).
+ */
+export async function startPrivateRedisCluster(masters = 3): Promise<PrivateRedisCluster> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'effects-redis-cluster-'));
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const stop = async () => {
+    for (const child of children) child.kill('SIGKILL');
+    await Promise.all(children.map((child) => waitForExit(child)));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < masters; i += 1) {
+      const [port, busPort] = [await freePort(), await freePort()];
+      ports.push(port);
+      const child = spawn(
+        'redis-server',
+        [
+          '--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1',
+          '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
+          '--dir', dir, '--save', '', '--appendonly', 'no',
+        ],
+        { stdio: 'ignore' },
+      );
+      children.push(child);
+      await waitForPort(port);
+    }
+    const nodes = ports.map((port) => `127.0.0.1:${port}`);
+    execFileSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], {
+      stdio: 'ignore',
+    });
+    // Every node must know every slot's owner before a client's first command lands on it.
+    const deadline = Date.now() + 15_000;
+    while (!ports.every((port) => execFileSync('redis-cli', ['-p', String(port), 'cluster', 'info']).toString().includes('cluster_state:ok'))) {
+      if (Date.now() > deadline) throw new Error('the Redis Cluster did not reach cluster_state:ok within 15 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { url: ports.map((port) => `redis://127.0.0.1:${port}`).join(','), ports, stop };
+}
+
 export interface PrivatePostgres {
   port: number;
   /** URL of the `postgres` database of this cluster. */

@@ -85,7 +85,7 @@ export const suite = {
   async run() {
     const { prefix, schema } = benchNamespace('emit-latency');
     const db = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 1, max: 10 } });
-    const redis = redisConnections.createRedis(REDIS_URL);
+    const redis = redisConnections.createRedis({ url: REDIS_URL, cluster: false });
     const definitions = Array.from({ length: EFFECT_COUNT }, (_, i) =>
       api.defineEffect({ name: `bench-effect-${i + 1}`, on: 'order_placed', run() {} }),
     );

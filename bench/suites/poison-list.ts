@@ -56,7 +56,7 @@ export const suite: Suite = {
   description: `poison list --by-error over ${JOBS.toLocaleString('en')} failed jobs vs getFailed() + grouping in JS`,
   async run() {
     const { prefix } = benchNamespace('poison-list');
-    const redis = createRedis(REDIS_URL);
+    const redis = createRedis({ url: REDIS_URL, cluster: false });
     try {
       progress(`writing ${JOBS} failed jobs (5 attempts, 5 stack traces each) under ${prefix}`);
       await writeFailedJobs(redis, { prefix, queue: QUEUE, count: JOBS });

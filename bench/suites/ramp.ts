@@ -76,7 +76,7 @@ export const suite: Suite = {
     const flags = { redis: REDIS_URL, db: DATABASE_URL, prefix, schema };
     const settings = resolveSettings(config, flags, {});
     const admin = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 2 } });
-    const redis = createRedis(REDIS_URL);
+    const redis = createRedis({ url: REDIS_URL, cluster: false });
     const emitter = createEffects(config, { flags });
     const queues = new Map(QUEUES.map((name) => [name, new Queue(name, { connection: redis, prefix })]));
 

@@ -50,7 +50,7 @@ export const suite: Suite = {
     const flags = { redis: REDIS_URL, db: DATABASE_URL, prefix, schema };
     const settings = resolveSettings(validateConfig({ effects: definitions }), flags, {});
     const db = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 4 } });
-    const redis = createRedis(REDIS_URL);
+    const redis = createRedis({ url: REDIS_URL, cluster: false });
     const configDir = await fs.mkdtemp(path.join(os.tmpdir(), 'bench-rebuild-'));
     try {
       await migrate(db, schema);

@@ -42,7 +42,7 @@ export const suite: Suite = {
   description: `replay of ${JOBS.toLocaleString('en')} failed jobs (filtered, ledger updated) and --rate accuracy`,
   async run() {
     const { prefix, schema } = benchNamespace('replay');
-    const redis = createRedis(REDIS_URL);
+    const redis = createRedis({ url: REDIS_URL, cluster: false });
     const db = knexFactory({ client: 'pg', connection: DATABASE_URL, pool: { min: 0, max: 4 } });
     const runtime = new Runtime(
       resolveSettings(undefined, { redis: REDIS_URL, db: DATABASE_URL, prefix, schema }, {}),

@@ -1,5 +1,5 @@
 import type { Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import pRetry, { AbortError } from 'p-retry';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Logger } from '../core/logger.js';
@@ -63,7 +63,7 @@ export class PoisonAlerter {
   private readonly target: { url: string; headers: Record<string, string> };
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly url: string,
     private readonly log: Logger,
     options: PoisonAlerterOptions = {},
@@ -235,7 +235,7 @@ export function poisonAlertFor(job: Job, effect: ResolvedEffect, error: Error, p
  * try: if it becomes a poison pill again, that is news, and the once-per-job guard (kept for a day)
  * must not swallow it.
  */
-export async function forgetAlerts(redis: Redis, prefix: string, queue: string, jobIds: readonly string[]): Promise<void> {
+export async function forgetAlerts(redis: RedisClient, prefix: string, queue: string, jobIds: readonly string[]): Promise<void> {
   if (jobIds.length === 0) return;
   const keys = redisKeys(prefix);
   await redis.del(...jobIds.map((id) => keys.alerted(queue, id)));

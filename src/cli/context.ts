@@ -11,6 +11,7 @@ import { Runtime } from '../core/runtime.js';
 /** The flags every command accepts (declared once in program.ts). */
 export interface GlobalFlags {
   redis?: string;
+  redisCluster?: boolean;
   db?: string;
   prefix?: string;
   schema?: string;

@@ -23,7 +23,9 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .exitOverride()
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
     .showSuggestionAfterError(true)
-    .addOption(new Option('--redis <url>', 'Redis URL').env('EFFECTS_REDIS_URL'))
+    .addOption(new Option('--redis <url>', 'Redis URL; with --redis-cluster, seed nodes\' URLs, comma-separated').env('EFFECTS_REDIS_URL'))
+    // No commander .env(): it would read EFFECTS_REDIS_CLUSTER=false as on. resolveSettings reads it.
+    .option('--redis-cluster', 'connect to a Redis Cluster (also EFFECTS_REDIS_CLUSTER=true); needs a hash-tag prefix such as {effects}')
     .addOption(new Option('--db <url>', 'PostgreSQL URL of the ledger database').env('EFFECTS_DATABASE_URL'))
     .addOption(new Option('--prefix <prefix>', 'BullMQ key prefix (default: effects)').env('EFFECTS_PREFIX'))
     .addOption(new Option('--schema <schema>', 'PostgreSQL schema of the ledger (default: effects)').env('EFFECTS_SCHEMA'))
@@ -37,7 +39,8 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
       'after',
       `
 Sources, highest first: flag > environment (EFFECTS_REDIS_URL or REDIS_URL,
-EFFECTS_DATABASE_URL or DATABASE_URL, EFFECTS_PREFIX, EFFECTS_SCHEMA, EFFECTS_CONFIG)
+EFFECTS_REDIS_CLUSTER, EFFECTS_DATABASE_URL or DATABASE_URL, EFFECTS_PREFIX, EFFECTS_SCHEMA,
+EFFECTS_CONFIG)
 > config file > default (redis://127.0.0.1:6379, postgres://postgres@127.0.0.1:5432/postgres).
 
 Exit codes: 0 success, 1 runtime failure (e.g. Redis unreachable), 2 usage error.
@@ -46,7 +49,8 @@ Examples:
   $ effects migrate
   $ effects worker --metrics-port 9464
   $ effects status --json
-  $ effects rebuild --since 3h --dry-run`,
+  $ effects rebuild --since 3h --dry-run
+  $ effects status --redis-cluster --redis redis://10.0.0.1:6379,redis://10.0.0.2:6379 --prefix '{effects}'`,
     );
 
   program.hook('preAction', (_program, action) => refuseFlagsTakenAsValues(action));

@@ -35,5 +35,35 @@ function assertConnectionUrl(setting: ConnectionSetting, url: string): void {
   throw new UsageError(`Not a ${setting.what}: ${redactUrl(url)}.`, `Expected ${setting.expected}. Check ${setting.sources}.`);
 }
 
-export const assertRedisUrl = (url: string): void => assertConnectionUrl(REDIS, url);
+const assertRedisUrl = (url: string): void => assertConnectionUrl(REDIS, url);
+
+/**
+ * A Redis setting: one URL, or with `cluster` the comma-separated URLs of a cluster's seed nodes
+ * (over TCP: a cluster's nodes tell each other's addresses, not sockets).
+ */
+export function assertRedisSetting(setting: string, cluster: boolean): void {
+  const urls = redisSeedUrls(setting);
+  for (const url of urls) assertRedisUrl(url);
+  if (!cluster && urls.length > 1) {
+    throw new UsageError(
+      `Several Redis URLs given (${urls.map(redactUrl).join(', ')}).`,
+      'A list of URLs names the seed nodes of a Redis Cluster: add --redis-cluster (EFFECTS_REDIS_CLUSTER=true, or `redisCluster: true` in the config file).',
+    );
+  }
+  const socket = cluster ? urls.find((url) => url.startsWith('/')) : undefined;
+  if (socket) {
+    throw new UsageError(`A Redis Cluster is reached over TCP, not a Unix socket (${socket}).`, 'Give its seed nodes as redis://host:port.');
+  }
+}
 export const assertDatabaseUrl = (url: string): void => assertConnectionUrl(DATABASE, url);
+
+/**
+ * The URLs in a Redis setting: one, or the comma-separated seed nodes of a Redis Cluster. A comma
+ * splits only before a scheme, so one inside a password stays where it is.
+ */
+export function redisSeedUrls(setting: string): string[] {
+  return setting
+    .split(/,\s*(?=rediss?:\/\/)/i)
+    .map((url) => url.trim())
+    .filter(Boolean);
+}

@@ -55,6 +55,7 @@ const effectSchema = z.strictObject({
  */
 const configSchema = z.strictObject({
   redis: z.string().optional(),
+  redisCluster: z.boolean().optional(),
   database: z.string().optional(),
   prefix: z.string().min(1).optional(),
   schema: z

@@ -1,4 +1,6 @@
+import { redisSeedUrls } from './connection-urls.js';
 import { parseDuration } from '../core/duration.js';
+import { UsageError } from '../core/errors.js';
 import type { BackoffSetting, EffectDefinition, EffectsConfig } from './types.js';
 
 export const DEFAULTS = {
@@ -25,6 +27,7 @@ export const DEFAULTS = {
 /** Flags every command accepts; they win over everything else. */
 export interface ConnectionFlags {
   redis?: string;
+  redisCluster?: boolean;
   db?: string;
   prefix?: string;
   schema?: string;
@@ -44,12 +47,15 @@ export interface ResolvedEffect {
 
 /** The connection URLs of a process: their passwords appear in no log line, stored error or output. */
 export function connectionSecrets(settings: Pick<Settings, 'redisUrl' | 'databaseUrl'>): string[] {
-  return [settings.redisUrl, settings.databaseUrl];
+  return [...redisSeedUrls(settings.redisUrl), settings.databaseUrl];
 }
 
 /** Everything a process needs, with every default applied and every source merged. */
 export interface Settings {
+  /** One Redis URL; on a cluster, one or more seed nodes' URLs, comma-separated. */
   redisUrl: string;
+  /** Connect to a Redis Cluster; the prefix is then a hash tag (`assertClusterPrefix`). */
+  redisCluster: boolean;
   databaseUrl: string;
   prefix: string;
   schema: string;
@@ -108,11 +114,16 @@ export function resolveSettings(
   processEnv: NodeJS.ProcessEnv = process.env,
 ): Settings {
   const env = Object.fromEntries(Object.entries(processEnv).filter(([, value]) => value !== '')) as NodeJS.ProcessEnv;
+  const redisCluster =
+    flags.redisCluster ?? envFlag(env, 'EFFECTS_REDIS_CLUSTER') ?? config?.redisCluster ?? false;
+  const prefix = flags.prefix ?? env.EFFECTS_PREFIX ?? config?.prefix ?? DEFAULTS.prefix;
+  if (redisCluster) assertClusterPrefix(prefix);
   return {
     redisUrl: flags.redis ?? env.EFFECTS_REDIS_URL ?? env.REDIS_URL ?? (config?.redis || undefined) ?? DEFAULTS.redis,
+    redisCluster,
     databaseUrl:
       flags.db ?? env.EFFECTS_DATABASE_URL ?? env.DATABASE_URL ?? (config?.database || undefined) ?? DEFAULTS.database,
-    prefix: flags.prefix ?? env.EFFECTS_PREFIX ?? config?.prefix ?? DEFAULTS.prefix,
+    prefix,
     schema: flags.schema ?? env.EFFECTS_SCHEMA ?? config?.schema ?? DEFAULTS.schema,
     poisonThreshold: config?.poison?.threshold ?? DEFAULTS.poisonThreshold,
     alertWebhook: env.EFFECTS_ALERT_WEBHOOK ?? (config?.alerts?.webhook || undefined),
@@ -136,4 +147,27 @@ export function resolveSettings(
       failedAgeMs: toMs(config?.retention?.failedAge, DEFAULTS.failedAgeMs, 'retention.failedAge'),
     },
   };
+}
+
+/** A yes/no environment variable: true/false, 1/0, yes/no; undefined when unset. */
+function envFlag(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
+  const value = env[name]?.trim().toLowerCase();
+  if (value === undefined) return undefined;
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  throw new UsageError(`${name} must be true or false (also 1/0, yes/no), got ${JSON.stringify(env[name])}.`);
+}
+
+/**
+ * On a Redis Cluster, each BullMQ command and each of our scripts touches several keys of a queue,
+ * which must hash to one slot: the prefix carries a hash tag (`{effects}`), so every key does.
+ */
+export function assertClusterPrefix(prefix: string): void {
+  const open = prefix.indexOf('{');
+  const close = open >= 0 ? prefix.indexOf('}', open + 1) : -1;
+  if (open >= 0 && close > open + 1) return;
+  throw new UsageError(
+    `On a Redis Cluster the prefix must be a hash tag such as {${prefix.replace(/[{}]/g, '') || 'effects'}}, got ${JSON.stringify(prefix)}.`,
+    "BullMQ's scripts touch several keys of a queue at once, and Redis Cluster runs them only when the keys share a slot. Set --prefix, EFFECTS_PREFIX or `prefix` in the config file.",
+  );
 }

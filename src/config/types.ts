@@ -62,8 +62,16 @@ export interface EffectDefinition {
 }
 
 export interface EffectsConfig {
-  /** Redis URL. @defaultValue `redis://127.0.0.1:6379` */
+  /**
+   * Redis URL; with `redisCluster`, one or more seed nodes' URLs, comma-separated.
+   * @defaultValue `redis://127.0.0.1:6379`
+   */
   redis?: string;
+  /**
+   * Connect to a Redis Cluster. The prefix must then be a hash tag such as `{effects}`.
+   * @defaultValue false
+   */
+  redisCluster?: boolean;
   /** PostgreSQL URL of the app's database. @defaultValue `postgres://postgres@127.0.0.1:5432/postgres` */
   database?: string;
   /** BullMQ key prefix. Use a hash tag such as `{effects}` on Redis Cluster. @defaultValue `effects` */

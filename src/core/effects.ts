@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { assertDatabaseUrl, assertRedisUrl } from '../config/connection-urls.js';
+import { assertDatabaseUrl, assertRedisSetting } from '../config/connection-urls.js';
 import { validateConfig } from '../config/schema.js';
 import { resolveSettings, type ConnectionFlags } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
@@ -50,7 +50,7 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   const settings = resolveSettings(validateConfig(config), options.flags);
   // At start-up, not at the first emit: a bad URL would otherwise show only as a warning per push
   // while the rows pile up for the scheduler.
-  assertRedisUrl(settings.redisUrl);
+  assertRedisSetting(settings.redisUrl, settings.redisCluster);
   assertDatabaseUrl(settings.databaseUrl);
   const runtime = new Runtime(settings, options);
   const log = runtime.logger;

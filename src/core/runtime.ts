@@ -1,10 +1,9 @@
 import type { Knex } from 'knex';
-import type { Redis } from 'ioredis';
 import { connectionSecrets, type ResolvedEffect, type Settings } from '../config/settings.js';
 import { createDb } from '../ledger/db.js';
 import { Ledger } from '../ledger/ledger.js';
 import { QueueRegistry } from '../queue/queues.js';
-import { assertRedisReachable, createRedis } from '../queue/redis.js';
+import { assertRedisReachable, createRedis, type RedisClient } from '../queue/redis.js';
 import { ConnectionError } from './errors.js';
 import { silentLogger, type Logger } from './logger.js';
 import { redactUrl, secretScrubber } from './redact.js';
@@ -14,7 +13,7 @@ export interface RuntimeOptions {
   /** The app's own knex instance, to share its pool instead of opening one. Not closed by us. */
   db?: Knex;
   /** An existing ioredis connection. Not closed by us. */
-  redis?: Redis;
+  redis?: RedisClient;
 }
 
 /**
@@ -31,7 +30,7 @@ export class Runtime {
    * take (secretScrubber): for text bound for storage or output that a driver or an effect wrote.
    */
   readonly scrubSecrets: (text: string) => string;
-  private redisConnection?: Redis;
+  private redisConnection?: RedisClient;
   private dbConnection?: Knex;
   private queueRegistry?: QueueRegistry;
   private ledgerInstance?: Ledger;
@@ -51,9 +50,13 @@ export class Runtime {
     }
   }
 
-  get redis(): Redis {
-    this.redisConnection ??= this.options.redis ?? createRedis(this.settings.redisUrl);
+  get redis(): RedisClient {
+    this.redisConnection ??= this.options.redis ?? createRedis(this.redisTarget);
     return this.redisConnection;
+  }
+
+  private get redisTarget() {
+    return { url: this.settings.redisUrl, cluster: this.settings.redisCluster };
   }
 
   get db(): Knex {
@@ -74,7 +77,7 @@ export class Runtime {
   /** Fails fast (exit 1 in the CLI) when a needed server is down, naming it without its password. */
   async assertReachable(needs: { redis?: boolean; db?: boolean }): Promise<void> {
     const checks: Promise<void>[] = [];
-    if (needs.redis) checks.push(assertRedisReachable(this.redis, this.settings.redisUrl));
+    if (needs.redis) checks.push(assertRedisReachable(this.redis, this.redisTarget));
     if (needs.db) checks.push(this.assertDbReachable(this.db));
     const results = await Promise.allSettled(checks);
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');

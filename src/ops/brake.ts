@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import { redisKeys } from '../queue/keys.js';
 import { errorFingerprint } from './fingerprint.js';
 import { sleep } from '../core/sleep.js';
@@ -77,7 +77,7 @@ export class Brake {
   private lastLook = 0;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     options: BrakeOptions = {},
   ) {

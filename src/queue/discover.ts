@@ -1,23 +1,26 @@
-import type { Redis } from 'ioredis';
+import { keyHolders, type RedisClient } from './redis.js';
 import { isInternalQueue, redisKeys } from './keys.js';
 
 /**
  * Finds every BullMQ queue under a prefix by its `meta` hash, so operator commands work on queues
- * this project did not create. SCAN, not KEYS: it never blocks Redis.
+ * this project did not create. SCAN, not KEYS: it never blocks Redis. On a cluster, each master node
+ * is scanned: SCAN sees only the keys of the node it runs on.
  */
-export async function discoverQueues(redis: Redis, prefix: string): Promise<string[]> {
+export async function discoverQueues(redis: RedisClient, prefix: string): Promise<string[]> {
   const found = new Set<string>();
   const pattern = redisKeys(prefix).metaPattern;
-  let cursor = '0';
-  do {
-    // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 10_000);
-    cursor = next;
-    for (const key of keys) {
-      const name = key.slice(prefix.length + 1, -':meta'.length);
-      // A ':' left in the name means a deeper key that merely ends in ':meta'.
-      if (name && !name.includes(':') && !isInternalQueue(name)) found.add(name);
-    }
-  } while (cursor !== '0');
+  for (const server of keyHolders(redis)) {
+    let cursor = '0';
+    do {
+      // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.
+      const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 10_000);
+      cursor = next;
+      for (const key of keys) {
+        const name = key.slice(prefix.length + 1, -':meta'.length);
+        // A ':' left in the name means a deeper key that merely ends in ':meta'.
+        if (name && !name.includes(':') && !isInternalQueue(name)) found.add(name);
+      }
+    } while (cursor !== '0');
+  }
   return [...found].sort();
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 import { SKIP_SEEN_LUA, nextCursor, type SetCursor } from './set-cursor.js';
 
@@ -109,7 +109,7 @@ const num = (value: string | null | undefined) => (value === null || value === u
  * Memory holds one page (two with prefetch); the caller may remove yielded jobs from the set.
  */
 export async function* scanJobSet(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   queue: string,
   state: ScannedSet,
@@ -178,7 +178,7 @@ function toScannedJob(reply: Array<string | null>, at: number, queue: string, st
 }
 
 /** Fills in what a lean scan left out (name, data, timestamps) for the few jobs shown: one pipeline. */
-export async function completeJobs(redis: Redis, prefix: string, jobs: readonly ScannedJob[]): Promise<void> {
+export async function completeJobs(redis: RedisClient, prefix: string, jobs: readonly ScannedJob[]): Promise<void> {
   if (jobs.length === 0) return;
   const keys = redisKeys(prefix);
   const pipeline = redis.pipeline();
@@ -201,7 +201,7 @@ export async function completeJobs(redis: Redis, prefix: string, jobs: readonly 
  * fewer attempts, are left out. One pipeline for the whole list.
  */
 export async function readJobs(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   queue: string,
   ids: readonly string[],

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 import type { QueueRegistry } from './queues.js';
 import { wakeWorkers } from './wake.js';
@@ -10,7 +10,7 @@ export interface QueueLimits {
 }
 
 /** The limits in a queue's meta hash now. */
-export async function readLimits(redis: Redis, prefix: string, queue: string): Promise<QueueLimits> {
+export async function readLimits(redis: RedisClient, prefix: string, queue: string): Promise<QueueLimits> {
   const [concurrency, max, duration] = await redis.hmget(redisKeys(prefix).queue(queue, 'meta'), 'concurrency', 'max', 'duration');
   return {
     rateLimit: max && duration ? { max: Number(max), durationMs: Number(duration) } : null,

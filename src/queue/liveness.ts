@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 
 export type JobLiveness =
   | { state: 'missing' }
@@ -27,7 +27,7 @@ return out
 `;
 
 /** The liveness of each job hash key, in order. All keys must share a slot on Redis Cluster (a hash-tag prefix). */
-export async function jobLiveness(redis: Redis, jobKeys: readonly string[]): Promise<JobLiveness[]> {
+export async function jobLiveness(redis: RedisClient, jobKeys: readonly string[]): Promise<JobLiveness[]> {
   if (jobKeys.length === 0) return [];
   const codes = (await redis.eval(LIVENESS_SCRIPT, jobKeys.length, ...jobKeys)) as string[];
   return codes.map((code): JobLiveness => {

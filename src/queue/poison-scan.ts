@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 
 /**
@@ -19,7 +19,7 @@ return {n, #ids}
 
 const PAGE = 5000;
 
-export async function countPoison(redis: Redis, prefix: string, queue: string, threshold: number): Promise<number> {
+export async function countPoison(redis: RedisClient, prefix: string, queue: string, threshold: number): Promise<number> {
   const keys = redisKeys(prefix);
   let total = 0;
   for (const set of ['failed', 'delayed']) {

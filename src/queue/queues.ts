@@ -1,5 +1,5 @@
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import type { ResolvedEffect, Settings } from '../config/settings.js';
 
 /** One BullMQ Queue object per queue name, shared by everything in the process. */
@@ -7,7 +7,7 @@ export class QueueRegistry {
   private readonly queues = new Map<string, Queue>();
 
   constructor(
-    readonly connection: Redis,
+    readonly connection: RedisClient,
     readonly prefix: string,
   ) {}
 

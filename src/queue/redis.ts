@@ -1,34 +1,87 @@
-import { Redis } from 'ioredis';
-import { assertRedisUrl } from '../config/connection-urls.js';
-import { ConnectionError } from '../core/errors.js';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { assertRedisSetting, redisSeedUrls } from '../config/connection-urls.js';
+import { ConnectionError, UsageError } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 
-export type { Redis };
+export type { Redis, Cluster };
+
+/** A connection to one Redis server or to a Redis Cluster: every module takes either. */
+export type RedisClient = Redis | Cluster;
+
+export interface RedisTarget {
+  /** A Redis URL; on a cluster, one or more seed nodes' URLs, comma-separated. */
+  url: string;
+  cluster: boolean;
+}
+
+/** Options every connection shares, to one server or to each node of a cluster. */
+const COMMON: RedisOptions = {
+  // BullMQ workers require commands that wait for a reconnect instead of failing after N retries.
+  maxRetriesPerRequest: null,
+  enableReadyCheck: true,
+  connectTimeout: 4000,
+  // A server that accepted the socket but never answers would otherwise hold the process for 2 s
+  // more after disconnect(), and the CLI must give up on an unreachable Redis within 5 s.
+  disconnectTimeout: 200,
+};
+
+const retryDelayMs = (times: number) => Math.min(200 * times, 2000);
 
 /**
  * A Redis connection that reconnects forever (workers must survive a Redis restart) and never
  * fails a command just because the server is briefly away, which BullMQ workers require.
  */
-export function createRedis(url: string): Redis {
-  assertRedisUrl(url);
-  const redis = new Redis(url, {
-    maxRetriesPerRequest: null,
-    enableReadyCheck: true,
-    connectTimeout: 4000,
-    // A server that accepted the socket but never answers would otherwise hold the process for 2 s
-    // more after disconnect(), and the CLI must give up on an unreachable Redis within 5 s.
-    disconnectTimeout: 200,
-    retryStrategy: (times) => Math.min(200 * times, 2000),
-  });
+export function createRedis(target: RedisTarget): RedisClient {
+  assertRedisSetting(target.url, target.cluster);
+  const redis = target.cluster
+    ? createCluster(redisSeedUrls(target.url))
+    : new Redis(target.url, { ...COMMON, retryStrategy: retryDelayMs });
   // Errors are reported by whoever awaits a command; an unhandled 'error' event would crash.
   redis.on('error', () => {});
   return redis;
 }
 
-/** Waits until Redis answers, or fails with the URL (no password) and a hint within `timeoutMs`. */
-export async function assertRedisReachable(redis: Redis, url: string, timeoutMs = 2500): Promise<void> {
+/**
+ * A cluster client from its seed nodes' URLs. The first URL's user, password and TLS apply to every
+ * node, those the client finds from the seeds included (a cluster's nodes share their credentials).
+ */
+function createCluster(seeds: string[]): Cluster {
+  const nodes = seeds.map((url) => {
+    const parsed = new URL(url);
+    return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: Number(parsed.port || 6379) };
+  });
+  const first = new URL(seeds[0]);
+  const tls = first.protocol === 'rediss:' ? { tls: {} } : {};
+  return new Cluster(nodes, {
+    clusterRetryStrategy: retryDelayMs,
+    enableReadyCheck: true,
+    redisOptions: {
+      ...COMMON,
+      ...tls,
+      username: first.username ? decodeURIComponent(first.username) : undefined,
+      password: first.password ? decodeURIComponent(first.password) : undefined,
+    },
+  });
+}
+
+/** True for a connection to a Redis Cluster. */
+export function isCluster(redis: RedisClient): redis is Cluster {
+  return (redis as Cluster).isCluster === true;
+}
+
+/** The servers that hold keys: the master nodes of a cluster, or the one server. */
+export function keyHolders(redis: RedisClient): Redis[] {
+  return isCluster(redis) ? redis.nodes('master') : [redis];
+}
+
+/**
+ * Waits until Redis answers, or fails with the URL (no password) and a hint within `timeoutMs`.
+ * A cluster node reached as a single server fails too: every key outside its slots would fail later.
+ */
+export async function assertRedisReachable(redis: RedisClient, target: RedisTarget, timeoutMs = 2500): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   let onError: ((error: Error) => void) | undefined;
+  const where = redisSeedUrls(target.url).map(redactUrl).join(', ');
   try {
     await Promise.race([
       redis.ping(),
@@ -38,16 +91,29 @@ export async function assertRedisReachable(redis: Redis, url: string, timeoutMs 
         onError = (error: Error & { code?: string }) => {
           if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(error.code ?? '')) reject(error);
         };
+        // A cluster client hides why its seeds failed ("Failed to refresh slots cache"): it waits out the timeout.
         redis.on('error', onError);
       }),
     ]);
   } catch (error) {
     throw new ConnectionError(
-      `Cannot reach Redis at ${redactUrl(url)} (${(error as Error).message}).`,
+      `Cannot reach Redis${target.cluster ? ' Cluster' : ''} at ${where} (${(error as Error).message}).`,
       'Is Redis running? Check --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.',
     );
   } finally {
     clearTimeout(timer);
     if (onError) redis.off('error', onError);
   }
+  if (!isCluster(redis) && (await clusterEnabled(redis))) {
+    throw new UsageError(
+      `Redis at ${where} is a node of a Redis Cluster.`,
+      'Add --redis-cluster (EFFECTS_REDIS_CLUSTER=true, or `redisCluster: true` in the config file), with a hash-tag prefix such as {effects}.',
+    );
+  }
+}
+
+/** Whether the server runs in cluster mode; false when it does not say (a proxy that refuses INFO). */
+async function clusterEnabled(redis: Redis): Promise<boolean> {
+  const info = await redis.info('cluster').catch(() => '');
+  return /^cluster_enabled:1\s*$/m.test(info);
 }

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 
 /** Fields read per HSCAN round trip. */
@@ -9,7 +9,7 @@ const PAGE = 500;
  * removed by BullMQ's retention, but its count lives in a hash of ours that BullMQ does not know
  * about, and would stay there for good. Returns how many counts were dropped.
  */
-export async function trimReplayCounts(redis: Redis, prefix: string, queues: readonly string[]): Promise<number> {
+export async function trimReplayCounts(redis: RedisClient, prefix: string, queues: readonly string[]): Promise<number> {
   const keys = redisKeys(prefix);
   let dropped = 0;
   for (const queue of queues) {

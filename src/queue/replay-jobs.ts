@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 import { SKIP_SEEN_LUA, nextCursor, type SetCursor } from './set-cursor.js';
 
@@ -144,7 +144,7 @@ function scriptKeys(prefix: string, queue: string): string[] {
 
 /** Moves these failed jobs of `queue` back to waiting, attempts reset. */
 export async function replayFailedJobs(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   queue: string,
   ids: readonly string[],
@@ -184,7 +184,7 @@ export interface ReplayedPage extends ReplayedJobs {
  * the window is done or `room()` is 0.
  */
 export async function* replayFailedPages(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   queue: string,
   options: ReplayPagesOptions,

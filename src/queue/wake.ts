@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { redisKeys } from './keys.js';
 
 /**
@@ -23,7 +23,7 @@ return 1
 `;
 
 /** Wakes a queue's idle workers; returns false when the queue is paused (nothing to wake for). */
-export async function wakeWorkers(redis: Redis, prefix: string, queue: string, windowMs?: number): Promise<boolean> {
+export async function wakeWorkers(redis: RedisClient, prefix: string, queue: string, windowMs?: number): Promise<boolean> {
   const keys = redisKeys(prefix);
   const woke = await redis.eval(
     WAKE_SCRIPT,

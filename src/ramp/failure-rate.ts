@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import { redisKeys } from '../queue/keys.js';
 import type { FailureCheck } from './plan.js';
 
@@ -23,7 +23,7 @@ export class FailureMeter {
   private readonly buckets = new Map<number, { failed: number; finished: number }>();
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
   ) {}
 

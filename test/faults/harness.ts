@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/queue/redis.js';
 import type { Knex } from 'knex';
 import { createAppTables, placeOrder } from '../../examples/orders/app.js';
 import { orderEffects, type OrderEffectsOptions } from '../../examples/orders/effects.js';
@@ -546,7 +546,7 @@ export class Recovery {
 }
 
 /** Jobs BullMQ holds as active in these queues right now: the jobs in flight at a kill. */
-export async function activeJobIds(redis: Redis, prefix: string, queues: string[]): Promise<string[]> {
+export async function activeJobIds(redis: RedisClient, prefix: string, queues: string[]): Promise<string[]> {
   const keys = redisKeys(prefix);
   const pipeline = redis.pipeline();
   for (const queue of queues) pipeline.lrange(keys.queue(queue, 'active'), 0, -1);
@@ -558,7 +558,7 @@ export async function activeJobIds(redis: Redis, prefix: string, queues: string[
  * Pending ledger rows whose job is not in Redis. Zero means every owed effect is queued (a job id is
  * derived from its row, so it cannot be queued twice).
  */
-export async function pendingWithoutJob(db: Knex, schema: string, redis: Redis, prefix: string): Promise<number> {
+export async function pendingWithoutJob(db: Knex, schema: string, redis: RedisClient, prefix: string): Promise<number> {
   const rows = (await db.withSchema(schema).table('ledger').where('status', 'pending').select('id', 'effect')) as Array<{
     id: string;
     effect: string;

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATABASE_URL, runCli, setupServices, type CliResult, type TestServices } from '../helpers.js';
 import { startPrivateRedis, type PrivateRedis } from '../servers.js';
-import { createRedis } from '../../src/queue/redis.js';
+import { createRedis, type Redis } from '../../src/queue/redis.js';
 import {
   createAppTables,
   createEmitter,
@@ -191,7 +191,7 @@ describe('scenario 8: secrets', () => {
 
   it('rediss:// and sslmode reach the drivers', async () => {
     // ioredis turns rediss:// into TLS options; no TLS server runs here, so check the connection's options.
-    const tls = createRedis(`rediss://:${encodeURIComponent(REDIS_PASSWORD)}@127.0.0.1:1`);
+    const tls = createRedis({ url: `rediss://:${encodeURIComponent(REDIS_PASSWORD)}@127.0.0.1:1`, cluster: false }) as Redis;
     const tlsOn = Boolean(tls.options.tls);
     tls.disconnect();
     expect(tlsOn).toBe(true);
