@@ -139,6 +139,23 @@ describe('on a Redis Cluster', () => {
     expect(await statusOf('send-email')).toMatchObject({ paused: false });
   });
 
+  it('keeps a running worker working after every node of the cluster restarts empty', async () => {
+    await scheduler?.close();
+    scheduler = undefined;
+    worker = await startWorker(services.runtime({ effects: definitions }));
+    await waitFor(async () => (await rows()).filter((r) => r.status === 'pending').length === 0);
+
+    await cluster.restart();
+    // The same worker process, not restarted, takes the jobs pushed after the restart.
+    const after = Array.from({ length: 5 }, (_, i) => `after-restart-${i}`);
+    for (const id of after) await effects.emit('order_placed', id);
+    await waitFor(async () => {
+      const owed = (await rows()).filter((r) => after.includes(r.event_id));
+      return owed.length === 10 && owed.every((r) => r.status === 'done');
+    }, 20_000);
+    expect(worker.workers.every((w) => w.isRunning())).toBe(true);
+  });
+
   it('refuses a prefix that is not a hash tag, before connecting (exit 2)', async () => {
     const result = await runCli(['status', '--redis-cluster', '--redis', cluster.url, '--prefix', 'effects']);
     expect(result.code).toBe(2);

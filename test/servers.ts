@@ -89,6 +89,8 @@ export interface PrivateRedisCluster {
   /** The seed nodes' URLs, comma-separated, as `--redis` takes them with `--redis-cluster`. */
   url: string;
   ports: number[];
+  /** Kills every node (SIGKILL) and starts it again: same slots, no keys, as after a power cut. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -99,18 +101,14 @@ export interface PrivateRedisCluster {
  */
 export async function startPrivateRedisCluster(masters = 3): Promise<PrivateRedisCluster> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'effects-redis-cluster-'));
-  const children: ChildProcess[] = [];
-  const ports: number[] = [];
-  const stop = async () => {
-    for (const child of children) child.kill('SIGKILL');
-    await Promise.all(children.map((child) => waitForExit(child)));
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    for (let i = 0; i < masters; i += 1) {
-      const [port, busPort] = [await freePort(), await freePort()];
-      ports.push(port);
-      const child = spawn(
+  let children: ChildProcess[] = [];
+  const nodes: Array<{ port: number; busPort: number }> = [];
+  for (let i = 0; i < masters; i += 1) nodes.push({ port: await freePort(), busPort: await freePort() });
+  const ports = nodes.map((node) => node.port);
+  // Each node keeps its identity and slots in its nodes-<port>.conf, so a restarted node rejoins as it was.
+  const startNodes = async () => {
+    children = nodes.map(({ port, busPort }) =>
+      spawn(
         'redis-server',
         [
           '--port', String(port), '--cluster-port', String(busPort), '--bind', '127.0.0.1',
@@ -118,25 +116,49 @@ export async function startPrivateRedisCluster(masters = 3): Promise<PrivateRedi
           '--dir', dir, '--save', '', '--appendonly', 'no',
         ],
         { stdio: 'ignore' },
-      );
-      children.push(child);
-      await waitForPort(port);
-    }
-    const nodes = ports.map((port) => `127.0.0.1:${port}`);
-    execFileSync('redis-cli', ['--cluster', 'create', ...nodes, '--cluster-replicas', '0', '--cluster-yes'], {
-      stdio: 'ignore',
-    });
-    // Every node must know every slot's owner before a client's first command lands on it.
+      ),
+    );
+    await Promise.all(ports.map((port) => waitForPort(port)));
+  };
+  const killNodes = async () => {
+    for (const child of children) child.kill('SIGKILL');
+    await Promise.all(children.map((child) => waitForExit(child)));
+  };
+  // Every node must know every slot's owner before a client's first command lands on it.
+  const waitUntilServing = async () => {
     const deadline = Date.now() + 15_000;
-    while (!ports.every((port) => execFileSync('redis-cli', ['-p', String(port), 'cluster', 'info']).toString().includes('cluster_state:ok'))) {
+    const serving = (port: number) =>
+      execFileSync('redis-cli', ['-p', String(port), 'cluster', 'info']).toString().includes('cluster_state:ok');
+    while (!ports.every(serving)) {
       if (Date.now() > deadline) throw new Error('the Redis Cluster did not reach cluster_state:ok within 15 s');
       await new Promise((r) => setTimeout(r, 100));
     }
+  };
+  const stop = async () => {
+    await killNodes();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await startNodes();
+    const addresses = ports.map((port) => `127.0.0.1:${port}`);
+    execFileSync('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'], {
+      stdio: 'ignore',
+    });
+    await waitUntilServing();
   } catch (error) {
     await stop();
     throw error;
   }
-  return { url: ports.map((port) => `redis://127.0.0.1:${port}`).join(','), ports, stop };
+  return {
+    url: ports.map((port) => `redis://127.0.0.1:${port}`).join(','),
+    ports,
+    async restart() {
+      await killNodes();
+      await startNodes();
+      await waitUntilServing();
+    },
+    stop,
+  };
 }
 
 export interface PrivatePostgres {
