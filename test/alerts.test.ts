@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PoisonAlerter } from '../src/alerts/webhook.js';
-import type { PoisonAlert } from '../src/alerts/poison-message.js';
+import { inspectCommand, type PoisonAlert } from '../src/alerts/poison-message.js';
 import { Runtime } from '../src/core/runtime.js';
 import { createEffects, defineEffect, type EffectsConfig } from '../src/index.js';
 import { redisKeys } from '../src/queue/keys.js';
@@ -47,6 +47,15 @@ async function startReceiver() {
 }
 
 const FAST_RETRIES = { minRetryDelayMs: 20, maxRetryDelayMs: 100 };
+
+describe('the command an alert gives to inspect the job', () => {
+  it('is one a shell runs as it is: a hash-tag or unusual prefix is quoted', () => {
+    expect(inspectCommand({ prefix: 'effects', queue: 'charge-card', jobId: 'ledger-7' })).toBe('effects poison show charge-card ledger-7');
+    expect(inspectCommand({ prefix: 'shop_v2', queue: 'q', jobId: 'j' })).toBe('effects poison show q j --prefix shop_v2');
+    expect(inspectCommand({ prefix: '{effects}', queue: 'q', jobId: 'j' })).toBe("effects poison show q j --prefix '{effects}'");
+    expect(inspectCommand({ prefix: "it's", queue: 'q', jobId: 'j' })).toBe("effects poison show q j --prefix 'it'\\''s'");
+  });
+});
 
 describe('poison alerts', () => {
   let services: TestServices;

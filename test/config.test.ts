@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import knexFactory from 'knex';
+import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findConfigFile, loadConfigFile } from '../src/config/load.js';
 import { validateConfig } from '../src/config/schema.js';
@@ -200,6 +201,13 @@ describe('resolveSettings: flag > environment > file > default', () => {
     expect(() => createEffects({ effects, redisCluster: true, prefix: '{e}' }, { flags: { redis: '/run/redis.sock' } })).toThrow(
       /A Redis Cluster is reached over TCP/,
     );
+    expect(() => createEffects({ effects, redisCluster: true, prefix: '{e}' }, { flags: { redis: 'redis://:pw@a:7000/2' } })).toThrow(
+      'A Redis Cluster has database 0 only: redis://:***@a:7000/2.',
+    );
+    // The app's own cluster client (not connected here) needs the hash tag too.
+    const appCluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true });
+    expect(() => createEffects({ effects }, { redis: appCluster })).toThrow(/On a Redis Cluster the prefix must be a hash tag/);
+    expect(() => createEffects({ effects, prefix: '{app}' }, { redis: appCluster })).not.toThrow();
   });
 
   it('turns the config durations and effect options into milliseconds and defaults', () => {

@@ -10,7 +10,7 @@ import { validateConfig } from '../src/config/schema.js';
 import { Runtime } from '../src/core/runtime.js';
 import { migrate } from '../src/ledger/migrate.js';
 import { createLogger } from '../src/core/logger.js';
-import { createRedis, keyHolders, type RedisClient } from '../src/queue/redis.js';
+import { createRedis, isCluster, type RedisClient } from '../src/queue/redis.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -100,9 +100,9 @@ export async function setupServices(
   };
 }
 
-/** Deletes keys by pattern with SCAN: never FLUSHALL a shared Redis. */
+/** Deletes keys by pattern with SCAN (on every master of a cluster): never FLUSHALL a shared Redis. */
 export async function deleteKeys(redis: RedisClient, pattern: string): Promise<void> {
-  for (const server of keyHolders(redis)) {
+  for (const server of isCluster(redis) ? redis.nodes('master') : [redis]) {
     let cursor = '0';
     do {
       const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);

@@ -1,11 +1,14 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import calculateSlot from 'cluster-key-slot';
+import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startScheduler, type SchedulerHandle } from '../src/scheduler/scheduler.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
-import { deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+import { REDIS_URL, deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
 import { startPrivateRedisCluster, type PrivateRedisCluster } from './servers.js';
 
 /**
@@ -156,6 +159,32 @@ describe('on a Redis Cluster', () => {
     expect(worker.workers.every((w) => w.isRunning())).toBe(true);
   });
 
+  it('serves commands while a node that holds none of its keys is down, and fails health when its own is', async () => {
+    // The port of the master serving each slot range: the prefix's keys all live in one slot.
+    const slots = await (services.redis as Cluster).cluster('SLOTS');
+    const slot = calculateSlot(`${services.prefix}:x`);
+    const owner = slots.find(([from, to]) => slot >= from && slot <= to)![2][1];
+    const other = cluster.ports.find((port) => port !== owner)!;
+    await worker?.close({ timeoutMs: 3000 });
+    worker = await startWorker(services.runtime({ effects: definitions }), { metricsPort: 0 });
+    const health = () => fetch(`http://127.0.0.1:${(worker!.metricsServer!.address() as AddressInfo).port}/healthz`).then((r) => r.status);
+    expect(await health()).toBe(200);
+
+    // Before the cluster marks it failed (15 s by default), everything of ours still answers.
+    await cluster.killNode(other);
+    expect((await statusOf('send-email'))?.name).toBe('send-email');
+    expect(await health()).toBe(200);
+
+    await cluster.killNode(owner);
+    await waitFor(async () => (await health()) === 503, 5000);
+    const down = await cli(['status']);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/Cannot reach Redis Cluster at redis:\/\/127\.0\.0\.1:\d+/);
+
+    await cluster.restart();
+    await waitFor(async () => (await health()) === 200, 10_000);
+  });
+
   it('refuses a prefix that is not a hash tag, before connecting (exit 2)', async () => {
     const result = await runCli(['status', '--redis-cluster', '--redis', cluster.url, '--prefix', 'effects']);
     expect(result.code).toBe(2);
@@ -172,5 +201,11 @@ describe('on a Redis Cluster', () => {
     const several = await runCli(['status', '--redis', cluster.url, '--prefix', services.prefix]);
     expect(several.code).toBe(2);
     expect(several.stderr).toContain('Several Redis URLs given');
+  });
+
+  it('says so when --redis-cluster reaches a single server (exit 2)', async () => {
+    const single = await runCli(['status', '--redis-cluster', '--redis', REDIS_URL, '--prefix', '{effects_single}', '--db', services.databaseUrl]);
+    expect(single.code).toBe(2);
+    expect(single.stderr).toContain(`Redis at ${REDIS_URL} is not a Redis Cluster`);
   });
 });

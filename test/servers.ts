@@ -91,6 +91,8 @@ export interface PrivateRedisCluster {
   ports: number[];
   /** Kills every node (SIGKILL) and starts it again: same slots, no keys, as after a power cut. */
   restart(): Promise<void>;
+  /** Kills one node (SIGKILL); `restart()` brings it back with the others. */
+  killNode(port: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -156,6 +158,11 @@ export async function startPrivateRedisCluster(masters = 3): Promise<PrivateRedi
       await killNodes();
       await startNodes();
       await waitUntilServing();
+    },
+    async killNode(port: number) {
+      const child = children[ports.indexOf(port)];
+      child.kill('SIGKILL');
+      await waitForExit(child);
     },
     stop,
   };

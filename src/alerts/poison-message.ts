@@ -20,7 +20,12 @@ export interface PoisonAlert {
 const MAX_ERROR = 500;
 
 export const inspectCommand = (a: Pick<PoisonAlert, 'prefix' | 'queue' | 'jobId'>) =>
-  `effects poison show ${a.queue} ${a.jobId}${a.prefix === 'effects' ? '' : ` --prefix ${a.prefix}`}`;
+  `effects poison show ${a.queue} ${a.jobId}${a.prefix === 'effects' ? '' : ` --prefix ${shellWord(a.prefix)}`}`;
+
+/** `text` as one shell word: quoted when it holds more than letters, digits and `_.:-` (a `{tag}` prefix). */
+function shellWord(text: string): string {
+  return /^[\w.:-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
 
 /**
  * The webhook body: Slack's incoming-webhook format (`text` for notifications and plain receivers,

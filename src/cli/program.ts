@@ -26,6 +26,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--redis <url>', 'Redis URL; with --redis-cluster, seed nodes\' URLs, comma-separated').env('EFFECTS_REDIS_URL'))
     // No commander .env(): it would read EFFECTS_REDIS_CLUSTER=false as on. resolveSettings reads it.
     .option('--redis-cluster', 'connect to a Redis Cluster (also EFFECTS_REDIS_CLUSTER=true); needs a hash-tag prefix such as {effects}')
+    .option('--no-redis-cluster', 'connect to one Redis server, whatever the environment or config file says')
     .addOption(new Option('--db <url>', 'PostgreSQL URL of the ledger database').env('EFFECTS_DATABASE_URL'))
     .addOption(new Option('--prefix <prefix>', 'BullMQ key prefix (default: effects)').env('EFFECTS_PREFIX'))
     .addOption(new Option('--schema <schema>', 'PostgreSQL schema of the ledger (default: effects)').env('EFFECTS_SCHEMA'))

@@ -50,9 +50,15 @@ export function assertRedisSetting(setting: string, cluster: boolean): void {
       'A list of URLs names the seed nodes of a Redis Cluster: add --redis-cluster (EFFECTS_REDIS_CLUSTER=true, or `redisCluster: true` in the config file).',
     );
   }
-  const socket = cluster ? urls.find((url) => url.startsWith('/')) : undefined;
+  if (!cluster) return;
+  const socket = urls.find((url) => url.startsWith('/'));
   if (socket) {
     throw new UsageError(`A Redis Cluster is reached over TCP, not a Unix socket (${socket}).`, 'Give its seed nodes as redis://host:port.');
+  }
+  // A cluster has database 0 only; a URL naming another would be quietly sent to 0.
+  const numbered = urls.find((url) => !/^\/?0?$/.test(new URL(url).pathname));
+  if (numbered) {
+    throw new UsageError(`A Redis Cluster has database 0 only: ${redactUrl(numbered)}.`, 'Drop the /N after the port.');
   }
 }
 export const assertDatabaseUrl = (url: string): void => assertConnectionUrl(DATABASE, url);

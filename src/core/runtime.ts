@@ -1,9 +1,9 @@
 import type { Knex } from 'knex';
-import { connectionSecrets, type ResolvedEffect, type Settings } from '../config/settings.js';
+import { assertClusterPrefix, connectionSecrets, type ResolvedEffect, type Settings } from '../config/settings.js';
 import { createDb } from '../ledger/db.js';
 import { Ledger } from '../ledger/ledger.js';
 import { QueueRegistry } from '../queue/queues.js';
-import { assertRedisReachable, createRedis, type RedisClient } from '../queue/redis.js';
+import { assertRedisReachable, createRedis, isCluster, type RedisClient } from '../queue/redis.js';
 import { ConnectionError } from './errors.js';
 import { silentLogger, type Logger } from './logger.js';
 import { redactUrl, secretScrubber } from './redact.js';
@@ -12,7 +12,7 @@ export interface RuntimeOptions {
   logger?: Logger;
   /** The app's own knex instance, to share its pool instead of opening one. Not closed by us. */
   db?: Knex;
-  /** An existing ioredis connection. Not closed by us. */
+  /** An existing ioredis connection, to one server or a cluster. Not closed by us. */
   redis?: RedisClient;
 }
 
@@ -43,6 +43,8 @@ export class Runtime {
     this.effectsByName = new Map(settings.effects.map((e) => [e.name, e]));
     this.effectsByEvent = new Map();
     this.scrubSecrets = secretScrubber(connectionSecrets(settings)) ?? ((text) => text);
+    // The app's own cluster client needs the hash-tag prefix as much as ours does.
+    if (options.redis && isCluster(options.redis)) assertClusterPrefix(settings.prefix);
     for (const effect of settings.effects) {
       for (const event of effect.events) {
         this.effectsByEvent.set(event, [...(this.effectsByEvent.get(event) ?? []), effect]);
@@ -56,7 +58,8 @@ export class Runtime {
   }
 
   private get redisTarget() {
-    return { url: this.settings.redisUrl, cluster: this.settings.redisCluster };
+    const cluster = this.settings.redisCluster || (this.options.redis !== undefined && isCluster(this.options.redis));
+    return { url: this.settings.redisUrl, cluster, prefix: this.settings.prefix };
   }
 
   get db(): Knex {

@@ -1,15 +1,16 @@
-import { keyHolders, type RedisClient } from './redis.js';
+import { serverFor, type RedisClient } from './redis.js';
 import { isInternalQueue, redisKeys } from './keys.js';
 
 /**
  * Finds every BullMQ queue under a prefix by its `meta` hash, so operator commands work on queues
- * this project did not create. SCAN, not KEYS: it never blocks Redis. On a cluster, each master node
- * is scanned: SCAN sees only the keys of the node it runs on.
+ * this project did not create. SCAN, not KEYS: it never blocks Redis. On a cluster, SCAN runs on the
+ * master of the prefix's hash-tag slot, where every key under the prefix lives.
  */
 export async function discoverQueues(redis: RedisClient, prefix: string): Promise<string[]> {
   const found = new Set<string>();
   const pattern = redisKeys(prefix).metaPattern;
-  for (const server of keyHolders(redis)) {
+  const server = await serverFor(redis, prefix);
+  if (server) {
     let cursor = '0';
     do {
       // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.

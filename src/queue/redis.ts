@@ -1,3 +1,4 @@
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { assertRedisSetting, redisSeedUrls } from '../config/connection-urls.js';
 import { ConnectionError, UsageError } from '../core/errors.js';
@@ -55,6 +56,9 @@ function createCluster(seeds: string[]): Cluster {
   return new Cluster(nodes, {
     clusterRetryStrategy: retryDelayMs,
     enableReadyCheck: true,
+    // Connect to seeds by the names given: a TLS certificate names the host, not its address, which
+    // the client would otherwise resolve the seeds to first (and fail the handshake).
+    dnsLookup: (address, callback) => callback(null, address),
     redisOptions: {
       ...COMMON,
       ...tls,
@@ -69,33 +73,75 @@ export function isCluster(redis: RedisClient): redis is Cluster {
   return (redis as Cluster).isCluster === true;
 }
 
-/** The servers that hold keys: the master nodes of a cluster, or the one server. */
-export function keyHolders(redis: RedisClient): Redis[] {
-  return isCluster(redis) ? redis.nodes('master') : [redis];
+/**
+ * The server that holds the keys under `prefix`: on a cluster, the master of the prefix's hash-tag
+ * slot (undefined while no node serves it); otherwise the one server. A command that needs one
+ * server (SCAN) goes there, so a cluster node that holds none of our keys cannot fail it.
+ */
+export async function serverFor(redis: RedisClient, prefix: string): Promise<Redis | undefined> {
+  if (!isCluster(redis)) return redis;
+  // The slot map arrives with the connection: a command on a key of the prefix waits for it.
+  if (redis.status !== 'ready') await redis.exists(probeKey(prefix));
+  return masterOf(redis, prefix);
 }
 
+/** Whether the server that holds the prefix's keys is connected (the worker's health check). */
+export function isServing(redis: RedisClient, prefix: string): boolean {
+  if (!isCluster(redis)) return redis.status === 'ready';
+  return redis.status === 'ready' && masterOf(redis, prefix)?.status === 'ready';
+}
+
+function masterOf(cluster: Cluster, prefix: string): Redis | undefined {
+  const nodeKey = cluster.slots[calculateSlot(probeKey(prefix))]?.[0];
+  return cluster.nodes('master').find((node) => `${node.options.host}:${node.options.port}` === nodeKey);
+}
+
+/** A key under the prefix (never written): on a cluster, commands on it go to the prefix's master. */
+const probeKey = (prefix: string) => `${prefix}:__effects:probe`;
+
 /**
- * Waits until Redis answers, or fails with the URL (no password) and a hint within `timeoutMs`.
- * A cluster node reached as a single server fails too: every key outside its slots would fail later.
+ * Waits until the server that holds the prefix's keys answers, or fails with the URL (no password)
+ * and a hint within `timeoutMs`. A cluster node reached as a single server fails too, and a single
+ * server reached as a cluster: every command would fail later, and the fix is a flag (exit 2).
  */
-export async function assertRedisReachable(redis: RedisClient, target: RedisTarget, timeoutMs = 2500): Promise<void> {
+export async function assertRedisReachable(
+  redis: RedisClient,
+  target: RedisTarget & { prefix: string },
+  timeoutMs = 2500,
+): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   let onError: ((error: Error) => void) | undefined;
   const where = redisSeedUrls(target.url).map(redactUrl).join(', ');
+  const answer = isCluster(redis)
+    ? redis.exists(probeKey(target.prefix)).then(() => false)
+    : redis.ping().then(() => clusterEnabled(redis));
+  let isClusterNode: boolean;
   try {
-    await Promise.race([
-      redis.ping(),
-      new Promise((_, reject) => {
+    isClusterNode = await Promise.race([
+      answer,
+      new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-        // A refused or unresolvable address will not fix itself in the next few seconds.
-        onError = (error: Error & { code?: string }) => {
+        onError = (error: Error & { code?: string; lastNodeError?: Error }) => {
+          // A refused or unresolvable address will not fix itself in the next few seconds.
           if (['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(error.code ?? '')) reject(error);
+          // A cluster client keeps retrying its seeds; what a seed answered is in lastNodeError.
+          const answered = error.lastNodeError?.message ?? '';
+          if (/cluster support disabled/i.test(answered)) {
+            reject(
+              new UsageError(
+                `Redis at ${where} is not a Redis Cluster (${answered}).`,
+                'Drop --redis-cluster (EFFECTS_REDIS_CLUSTER, `redisCluster` in the config file), or give the URL of a cluster node.',
+              ),
+            );
+          } else if (/WRONGPASS|NOAUTH|NOPERM|invalid password/i.test(answered)) {
+            reject(error.lastNodeError);
+          }
         };
-        // A cluster client hides why its seeds failed ("Failed to refresh slots cache"): it waits out the timeout.
         redis.on('error', onError);
       }),
     ]);
   } catch (error) {
+    if (error instanceof UsageError) throw error;
     throw new ConnectionError(
       `Cannot reach Redis${target.cluster ? ' Cluster' : ''} at ${where} (${(error as Error).message}).`,
       'Is Redis running? Check --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.',
@@ -104,7 +150,7 @@ export async function assertRedisReachable(redis: RedisClient, target: RedisTarg
     clearTimeout(timer);
     if (onError) redis.off('error', onError);
   }
-  if (!isCluster(redis) && (await clusterEnabled(redis))) {
+  if (isClusterNode) {
     throw new UsageError(
       `Redis at ${where} is a node of a Redis Cluster.`,
       'Add --redis-cluster (EFFECTS_REDIS_CLUSTER=true, or `redisCluster: true` in the config file), with a hash-tag prefix such as {effects}.',

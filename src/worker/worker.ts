@@ -9,6 +9,7 @@ import { LedgerHotPath } from '../ledger/hot-path.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { restoreQueueSettings } from '../ops/restore-queues.js';
 import { rowIdFromJobId } from '../queue/keys.js';
+import { isServing } from '../queue/redis.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, outcomeRecorder, serveMetrics, type WorkerMetrics } from './metrics.js';
 import { createTaskFunction, UnparseableData, type Outcome, type TaskHooks } from './task-function.js';
@@ -131,7 +132,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     if (options.metricsPort !== undefined) {
       metricsServer = await serveMetrics(metrics, options.metricsPort, () =>
         // Waiting out its start-up jitter is healthy: a liveness probe must not restart it for that.
-        runtime.redis.status === 'ready' && (!started || workers.every((w) => w.isRunning())),
+        isServing(runtime.redis, runtime.settings.prefix) && (!started || workers.every((w) => w.isRunning())),
       );
     }
   } catch (error) {
