@@ -1,8 +1,11 @@
 import { Queue } from 'bullmq';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import knexFactory from 'knex';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
-import { captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
+import { ROOT, captureLogger, setupServices, waitFor, type TestServices } from './helpers.js';
 import { freePort } from './servers.js';
 
 describe('emit → worker → done', () => {
@@ -157,7 +160,7 @@ describe('emit → worker → done', () => {
     // after close() (which nothing would close again).
     expect((await ledgerRows('committed-after-close')).map((r) => r.status)).toEqual(['pending', 'pending']);
     expect(await jobsFor('committed-after-close')).toEqual([]);
-    const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the push after commit'));
+    const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg.startsWith('closed before the push'));
     expect(warning?.ledgerIds).toEqual(ledgerIds);
     await expect(closing.emit('order_placed', 'too-late')).rejects.toThrow(/after close/);
   });
@@ -175,7 +178,7 @@ describe('emit → worker → done', () => {
     });
     await away.close();
     // The read-back ends with close(), instead of retrying for ~30 s and holding the process open.
-    await waitFor(() => lines.some((l) => l.includes('closed before the push after commit')), 3000);
+    await waitFor(() => lines.some((l) => l.includes('closed before the push')), 3000);
     expect(await jobsFor('read-back-refused')).toEqual([]);
   });
 
@@ -183,6 +186,116 @@ describe('emit → worker → done', () => {
     const result = await effects.emit('order_refunded', 5);
     expect(result).toEqual({ ledgerIds: [], effects: [] });
     expect(await services.db.withSchema(services.schema).table('ledger').where({ event: 'order_refunded' })).toEqual([]);
+  });
+});
+
+describe('emit, as an app calls it', () => {
+  let services: TestServices;
+  const definitions = [
+    defineEffect({ name: 'send-email', on: 'order_placed', run() {} }),
+    defineEffect({ name: 'notify-crm', on: 'order_placed', run() {} }),
+  ];
+  const flags = () => ({ redis: services.redisUrl, db: services.databaseUrl, prefix: services.prefix, schema: services.schema });
+  const jobIds = async (queue: string) => new Queue(queue, { connection: services.redis, prefix: services.prefix }).getJobs(['wait']);
+
+  beforeAll(async () => {
+    services = await setupServices('emit-app');
+    await services.migrate();
+  });
+  afterAll(async () => {
+    await services?.cleanup();
+  });
+
+  it('refuses what is not an id before writing anything, and keeps a bigint whole', async () => {
+    const effects = createEffects({ effects: definitions }, { flags: flags() });
+    try {
+      const bad: unknown[] = [undefined, null, {}, Number.NaN, 1.5, 2 ** 53, '', 'x'.repeat(1001)];
+      for (const id of bad) {
+        await expect(effects.emit('order_placed', id as string), String(id)).rejects.toThrow(
+          /emit\(\): the id must be a non-empty string of at most 1000 characters, a safe integer or a bigint; got/,
+        );
+      }
+      await expect(effects.emit('', 1)).rejects.toThrow(/the event must be a non-empty string/);
+      expect(await services.db.withSchema(services.schema).table('ledger')).toEqual([]);
+
+      await effects.emit('order_placed', 12345678901234567890n);
+      const rows = await services.db.withSchema(services.schema).table('ledger').select('event_id');
+      expect(rows).toEqual([{ event_id: '12345678901234567890' }, { event_id: '12345678901234567890' }]);
+    } finally {
+      await effects.close();
+    }
+  });
+
+  it("pushes whole tasks through an app's knex that renames the columns it returns (camelCase mappers)", async () => {
+    const camel = (key: string) => key.replace(/_([a-z])/g, (_m, c: string) => c.toUpperCase());
+    const mapKeys = (row: unknown) =>
+      row && typeof row === 'object' && !Array.isArray(row) ? Object.fromEntries(Object.entries(row).map(([k, v]) => [camel(k), v])) : row;
+    const appDb = knexFactory({
+      client: 'pg',
+      connection: services.databaseUrl,
+      pool: { min: 0, max: 2 },
+      postProcessResponse: (result) => (Array.isArray(result) ? result.map(mapKeys) : mapKeys(result)),
+    });
+    const effects = createEffects({ effects: definitions }, { flags: flags(), db: appDb });
+    try {
+      await appDb.transaction((trx) => effects.emit('order_placed', 'camel-1', { trx }));
+      await effects.emit('order_placed', 'camel-2');
+      const camelJobs = async () => (await jobIds('notify-crm')).filter((job) => String(job.data.id).startsWith('camel-'));
+      await waitFor(async () => (await camelJobs()).length === 2);
+      const data = (await camelJobs()).map((job) => job.data).sort((a, b) => a.id.localeCompare(b.id));
+      expect(data).toEqual([
+        { event: 'order_placed', id: 'camel-1' },
+        { event: 'order_placed', id: 'camel-2' },
+      ]);
+    } finally {
+      await effects.close();
+      await appDb.destroy();
+    }
+  });
+
+  it('reads back and pushes once per transaction, however many events it emits', async () => {
+    const effects = createEffects({ effects: definitions }, { flags: flags() });
+    let readBacks = 0;
+    effects.runtime.db.on('query', (q: { sql: string }) => {
+      if (/^select .* from "[^"]+"\."ledger" where "id" in/i.test(q.sql)) readBacks += 1;
+    });
+    try {
+      const ids = Array.from({ length: 50 }, (_, i) => `batch-${i}`);
+      await effects.runtime.db.transaction(async (trx) => {
+        for (const id of ids) await effects.emit('order_placed', id, { trx });
+      });
+      await waitFor(async () => (await jobIds('send-email')).filter((j) => j.data.id.startsWith('batch-')).length === 50);
+      expect((await jobIds('notify-crm')).filter((j) => j.data.id.startsWith('batch-'))).toHaveLength(50);
+      expect(readBacks).toBe(1);
+    } finally {
+      await effects.close();
+    }
+  });
+
+  it('by default, logs what goes wrong to stdout, and a process that closes during an emit exits', async () => {
+    const script = `
+      import { createEffects } from ${JSON.stringify(path.join(ROOT, 'dist/index.js'))};
+      const effects = createEffects(
+        { effects: [{ name: 'send-email', on: 'order_placed', run() {} }] },
+        { flags: ${JSON.stringify(flags())} },
+      );
+      await effects.emit('order_refundd', 1);
+      const emitting = effects.emit('order_placed', 'closed-during-emit');
+      await effects.close();
+      await emitting;
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 15_000,
+      env: { ...process.env, EFFECTS_LOG_LEVEL: '' },
+    });
+    // Exits by itself: nothing left open (a timeout would kill it with a signal).
+    expect(child.signal, child.stderr).toBeNull();
+    expect(child.status, child.stderr).toBe(0);
+    const lines = child.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    expect(lines).toEqual([expect.objectContaining({ level: 40, event: 'order_refundd', msg: 'no effect subscribes to this event; nothing emitted' })]);
+    const rows = await services.db.withSchema(services.schema).table('ledger').where({ event_id: 'closed-during-emit' });
+    expect(rows).toHaveLength(1);
   });
 });
 

@@ -1,17 +1,25 @@
 import type { Knex } from 'knex';
 import { assertDatabaseUrl, assertRedisSetting } from '../config/connection-urls.js';
 import { validateConfig } from '../config/schema.js';
-import { resolveSettings, type ConnectionFlags } from '../config/settings.js';
+import { connectionSecrets, resolveSettings, type ConnectionFlags } from '../config/settings.js';
 import type { EffectsConfig } from '../config/types.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { pushRows, type PushableRow } from '../queue/push.js';
-import type { Logger } from './logger.js';
+import { MAX_TASK_FIELD_LENGTH } from '../worker/task-function.js';
+import { UsageError } from './errors.js';
+import { createLogger, type Logger } from './logger.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
 
 export interface EmitOptions {
   /** The caller's knex transaction: the ledger rows commit or roll back with the business write. */
   trx?: Knex.Transaction;
 }
+
+/**
+ * What an event is about: a non-empty string of at most 1,000 characters, a safe integer or a
+ * bigint (a bigint column's value). The task carries it as a string.
+ */
+export type EventId = string | number | bigint;
 
 export interface EmitResult {
   /** Ledger row ids, one per subscribed effect; empty when no effect subscribes to the event. */
@@ -25,7 +33,7 @@ export interface Effects {
    * transaction, the push waits for its commit; a rollback leaves neither row nor job. A failed push
    * is logged, not thrown: the rows stay pending and the scheduler's rebuild enqueues them.
    */
-  emit(event: string, id: string | number, options?: EmitOptions): Promise<EmitResult>;
+  emit(event: string, id: EventId, options?: EmitOptions): Promise<EmitResult>;
   /**
    * Waits for pushes still in flight (at most the push timeout), then closes the connections this
    * object opened. `emit` throws afterwards; rows of a transaction that commits later stay pending
@@ -38,6 +46,10 @@ export interface Effects {
 export interface CreateEffectsOptions extends RuntimeOptions {
   /** Connection overrides, as the CLI's flags. */
   flags?: ConnectionFlags;
+  /**
+   * Where emit's warnings go (an unsubscribed event, a failed push) and, at info, one `scheduling`
+   * line per emit. @defaultValue JSON lines on stdout at `EFFECTS_LOG_LEVEL`, else `warn`
+   */
   logger?: Logger;
   /**
    * How long `emit` (without a transaction) and `close` wait for a push. While Redis is down a push
@@ -52,17 +64,27 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   // while the rows pile up for the scheduler.
   assertRedisSetting(settings.redisUrl, settings.redisCluster);
   assertDatabaseUrl(settings.databaseUrl);
-  const runtime = new Runtime(settings, options);
+  const logger =
+    options.logger ??
+    createLogger({ level: process.env.EFFECTS_LOG_LEVEL || 'warn', pretty: false, secrets: connectionSecrets(settings) });
+  const runtime = new Runtime(settings, { ...options, logger });
   const log = runtime.logger;
+  /** Pushes in flight, and emits still writing their rows: close() waits for both. */
   const inFlight = new Set<Promise<unknown>>();
+  const emitting = new Set<Promise<unknown>>();
+  /**
+   * The rows emitted in each outermost transaction not yet settled: one read-back and one push per
+   * commit, however many events the transaction emits.
+   */
+  const owedByTransaction = new WeakMap<Knex.Transaction, PushableRow[]>();
   const pushTimeoutMs = options.pushTimeoutMs ?? 2000;
-  /** Resolves when `promise` settles or the push timeout passes, whichever is first. */
+  /** Resolves when `promise` settles (to its value) or the push timeout passes (to TIMED_OUT). */
   const bounded = (promise: Promise<unknown>) => {
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
       promise,
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, pushTimeoutMs);
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(() => resolve(TIMED_OUT), pushTimeoutMs);
         timer.unref();
       }),
     ]).finally(() => clearTimeout(timer));
@@ -82,6 +104,8 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     return pushing;
   };
   const push = async (rows: readonly PushableRow[]) => {
+    // Closed meanwhile: a push now would open the connections again, and leave them open.
+    if (closed()) return leftToScheduler(rows.map((r) => r.id));
     await pushRows(runtime, rows);
     log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed');
   };
@@ -94,17 +118,16 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   const closeAbort = new AbortController();
   const closed = () => closeAbort.signal.aborted;
   const leftToScheduler = (ledgerIds: string[]) =>
-    log.warn({ ledgerIds }, 'closed before the push after commit; what the transaction committed stays pending for the scheduler');
+    log.warn({ ledgerIds }, 'closed before the push; these rows stay pending for the scheduler');
   /**
    * Pushes what the transaction committed. Only the outermost transaction commits (a savepoint's
    * release does not), and its outcome is read back from the ledger rather than taken from knex:
    * knex resolves on an explicit `trx.rollback()`, and a commit whose reply was lost rejects although
    * the rows are there. What is not there was rolled back and is owed by no one.
    */
-  const pushAfterCommit = async (trx: Knex.Transaction, rows: readonly PushableRow[]) => {
-    let outermost = trx;
-    while (outermost.parentTransaction) outermost = outermost.parentTransaction;
+  const pushAfterCommit = async (outermost: Knex.Transaction, rows: readonly PushableRow[]) => {
     await outermost.executionPromise.catch(() => {});
+    owedByTransaction.delete(outermost);
     const ledgerIds = rows.map((r) => r.id);
     if (closed()) return leftToScheduler(ledgerIds);
     let owed: readonly PushableRow[] = rows;
@@ -125,29 +148,73 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     await push(owed);
   };
 
+  const emitNow = async (event: string, id: string, trx: Knex.Transaction | undefined): Promise<EmitResult> => {
+    const effects = (runtime.effectsByEvent.get(event) ?? []).map((e) => e.name);
+    if (effects.length === 0) {
+      log.warn({ event, id }, 'no effect subscribes to this event; nothing emitted');
+      return { ledgerIds: [], effects };
+    }
+    const rows = await runtime.ledger.owe(event, id, effects, trx);
+    log.info({ event, id, effects }, 'scheduling');
+    const ledgerIds = rows.map((r) => r.id);
+    if (trx) {
+      let outermost = trx;
+      while (outermost.parentTransaction) outermost = outermost.parentTransaction;
+      const owed = owedByTransaction.get(outermost);
+      // The push registered by the transaction's first emit reads this list after the commit.
+      if (owed) owed.push(...rows);
+      else {
+        owedByTransaction.set(outermost, [...rows]);
+        track(pushAfterCommit(outermost, owedByTransaction.get(outermost)!), ledgerIds);
+      }
+    } else {
+      // The push goes on in the background past the timeout; the rows are safe in the ledger.
+      const pushed = track(push(rows), ledgerIds);
+      if ((await bounded(pushed)) === TIMED_OUT) {
+        log.warn({ ledgerIds, pushTimeoutMs }, 'push still waiting for Redis; emit returns, and the push goes on in the background');
+      }
+    }
+    return { ledgerIds, effects };
+  };
+
   return {
     runtime,
     async emit(event, rawId, { trx } = {}) {
       if (closing) throw new Error('emit() after close(): create a new effects object');
-      const id = String(rawId);
-      const effects = (runtime.effectsByEvent.get(event) ?? []).map((e) => e.name);
-      if (effects.length === 0) {
-        log.warn({ event, id }, 'no effect subscribes to this event; nothing emitted');
-        return { ledgerIds: [], effects };
+      const id = eventIdText(rawId);
+      if (typeof event !== 'string' || event.length === 0 || event.length > MAX_TASK_FIELD_LENGTH) {
+        throw new UsageError(`emit(): the event must be a non-empty string of at most ${MAX_TASK_FIELD_LENGTH} characters.`);
       }
-      const rows = await runtime.ledger.owe(event, id, effects, trx);
-      log.info({ event, id, effects }, 'scheduling');
-      const ledgerIds = rows.map((r) => r.id);
-      if (trx) track(pushAfterCommit(trx, rows), ledgerIds);
-      // The push goes on in the background past the timeout; the rows are safe in the ledger.
-      else await bounded(track(push(rows), ledgerIds));
-      return { ledgerIds, effects };
+      const emitted = emitNow(event, id, trx);
+      emitting.add(emitted);
+      return emitted.finally(() => emitting.delete(emitted));
     },
     async close() {
       closing = true;
+      // An emit still writing its rows pushes them next: let it, within the push timeout.
+      await bounded(Promise.allSettled([...emitting]));
       await bounded(Promise.allSettled([...inFlight]));
       closeAbort.abort();
       await runtime.close();
     },
   };
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+/**
+ * The id as the task carries it. Refused here, in the app's transaction, rather than by the worker
+ * later as a poison pill: what is not an id (undefined, an object, NaN), an integer JavaScript has
+ * already rounded, and text too long for a thin task.
+ */
+function eventIdText(id: EventId): string {
+  const text =
+    typeof id === 'string' || typeof id === 'bigint' ? String(id) : Number.isSafeInteger(id) ? String(id) : undefined;
+  if (text === undefined || text.length === 0 || text.length > MAX_TASK_FIELD_LENGTH) {
+    const shown = typeof id === 'string' ? `a string of ${id.length} characters` : typeof id === 'number' ? String(id) : typeof id;
+    throw new UsageError(
+      `emit(): the id must be a non-empty string of at most ${MAX_TASK_FIELD_LENGTH} characters, a safe integer or a bigint; got ${shown}.`,
+    );
+  }
+  return text;
 }

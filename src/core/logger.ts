@@ -23,7 +23,7 @@ export interface LoggerSettings {
  */
 export function createLogger(settings: LoggerSettings = {}): Logger {
   const options: LoggerOptions = {
-    level: settings.level ?? process.env.EFFECTS_LOG_LEVEL ?? 'info',
+    level: settings.level ?? (process.env.EFFECTS_LOG_LEVEL || 'info'),
     base: { pid: process.pid },
     redact: {
       paths: ['password', '*.password', 'connection.password', 'headers.authorization'],

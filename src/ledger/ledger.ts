@@ -32,7 +32,7 @@ export interface PendingCursor {
   id: string;
 }
 
-/** What a rebuild needs of a pending row: enough to build its job, nothing to parse in vain. */
+/** What a job is built from (a rebuild, emit): a pending row's ids, nothing to parse in vain. */
 export type PendingRef = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>;
 
 /** What the worker checks before running a job: whose row it is and whether it is still owed. */
@@ -90,18 +90,18 @@ export class Ledger {
     return on.withSchema(this.schema).table('ledger');
   }
 
-  /** Records that an event occurrence owes these effects, in the caller's transaction if given. */
-  async owe(
-    event: string,
-    eventId: string,
-    effects: string[],
-    trx?: Knex.Transaction,
-  ): Promise<LedgerRow[]> {
+  /**
+   * Records that an event occurrence owes these effects, in the caller's transaction if given. Only
+   * the new ids are read back: the app's knex may rename the columns a query returns
+   * (`postProcessResponse`, such as a camelCase mapper), and the rest is what was just written.
+   */
+  async owe(event: string, eventId: string, effects: string[], trx?: Knex.Transaction): Promise<PendingRef[]> {
     if (effects.length === 0) return [];
-    const rows = await this.table(trx)
+    const inserted = (await this.table(trx)
       .insert(effects.map((effect) => ({ event, event_id: eventId, effect })))
-      .returning('*');
-    return (rows as DbLedgerRow[]).map(fromDb);
+      .returning(['id', 'effect'])) as Array<{ id: string | number; effect: string }>;
+    const idOf = new Map(inserted.map((row) => [row.effect, String(row.id)]));
+    return effects.map((effect) => ({ id: idOf.get(effect)!, event, eventId, effect }));
   }
 
   async findByIds(ids: readonly string[]): Promise<Map<string, LedgerRow>> {

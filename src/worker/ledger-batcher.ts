@@ -1,6 +1,6 @@
 import DataLoader from 'dataloader';
 import type { LedgerHotPath } from '../ledger/hot-path.js';
-import type { Ledger, FailureRecord, LedgerCheck } from '../ledger/ledger.js';
+import type { Ledger, FailureRecord, LedgerCheck, PendingRef } from '../ledger/ledger.js';
 import { isTransientDbError, withDbRetry } from '../ledger/retry.js';
 import { asError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
@@ -58,8 +58,8 @@ export class LedgerBatcher {
   private readsInFlight = 0;
   private readScheduled = false;
   /** Done-marks waiting for the next statement, and those of the statement in flight. */
-  private doneMarks = new Map<string, LedgerCheck>();
-  private writing = new Map<string, LedgerCheck>();
+  private doneMarks = new Map<string, PendingRef>();
+  private writing = new Map<string, PendingRef>();
   private doneMarkTimer: NodeJS.Timeout | undefined;
   private doneMarkWrite: Promise<boolean> | undefined;
   private closed = false;
@@ -120,7 +120,7 @@ export class LedgerBatcher {
    * Marks the row done, behind: the mark is written with the next batch, and the promise resolves at
    * once unless `MAX_HELD_MARKS` are waiting to be written (then after the next write).
    */
-  markDone(row: LedgerCheck): Promise<void> {
+  markDone(row: PendingRef): Promise<void> {
     this.doneMarks.set(row.id, row);
     if (this.doneMarks.size < MAX_BATCH) {
       this.scheduleDoneMarks(DONE_MARK_DELAY_MS);
