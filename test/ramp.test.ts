@@ -141,6 +141,16 @@ describe('pause, resume and ramps', () => {
     expect(status.queues.map((q) => q.name)).toEqual(['ramp-pause-a']);
   });
 
+  it("gives a queue paused out of a ramp its after-ramp limits, not the ramp's rate of the moment", async () => {
+    await backlog('ramp-pause-limits', 10);
+    const { plan } = await startRamp(runtime, { queues: ['ramp-pause-limits'], durationMs: 60_000, from: 5, to: 10 });
+    // Started at once, at the ramp's first rate.
+    expect((await readLimits(services.redis, services.prefix, 'ramp-pause-limits')).rateLimit).not.toBeNull();
+    const paused = await pauseQueues(runtime, { queues: ['ramp-pause-limits'] });
+    expect(paused).toMatchObject({ paused: ['ramp-pause-limits'], removedFromRamp: ['ramp-pause-limits'], rampCancelled: true });
+    expect(await readLimits(services.redis, services.prefix, 'ramp-pause-limits')).toEqual(plan.queues[0].after);
+  });
+
   it('holds while the failure rate is above --hold-on-errors and rises again when it falls', async () => {
     let failing = true;
     const q = await backlog('ramp-hold', 2_000, async () => {

@@ -1,6 +1,8 @@
 import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
+import { applyLimits } from '../queue/limits.js';
+import type { RampQueue } from '../ramp/plan.js';
 import { RampStore } from '../ramp/store.js';
 import { auditedIfReachable, defaultActor } from './audit.js';
 import { selectQueues, type QueueSelection } from './select-queues.js';
@@ -15,7 +17,10 @@ export interface PauseOptions extends QueueSelection {
 export interface PauseResult {
   paused: string[];
   alreadyPaused: string[];
-  /** Queues that were in the active ramp: a pause takes them out of it, so nothing resumes them. */
+  /**
+   * Queues that were in the active ramp: a pause takes them out of it, so nothing resumes them, and
+   * puts back the limits they would have had after it (not the ramp's rate of the moment).
+   */
   removedFromRamp: string[];
   /** The ramp ended because its last queue was paused. */
   rampCancelled: boolean;
@@ -26,7 +31,8 @@ export interface PauseResult {
 
 /**
  * Pauses queues: workers finish the jobs they hold and take no new ones. A pause always wins over a
- * ramp: paused queues leave the active ramp, so no scheduler unpauses them at their turn.
+ * ramp: paused queues leave the active ramp, so no scheduler unpauses them at their turn, with their
+ * after-ramp limits, so that a later resume does not find them throttled at a ramp that is over.
  */
 export async function pauseQueues(runtime: Runtime, options: PauseOptions): Promise<PauseResult> {
   await runtime.assertReachable({ redis: true });
@@ -36,13 +42,14 @@ export async function pauseQueues(runtime: Runtime, options: PauseOptions): Prom
     runtime,
     { command: 'pause', actor, reason: options.reason, filter: { queues: names } },
     async (_operationId, dbAvailable) => {
-      const { removed, cancelled } = await leaveRamp(runtime, names, 'paused');
+      const { removed, cancelled, plans } = await leaveRamp(runtime, names, 'paused');
       const alreadyPaused: string[] = [];
       for (const name of names) {
         const queue = runtime.queues.get(name);
         if (await queue.isPaused()) alreadyPaused.push(name);
         else await queue.pause();
       }
+      for (const left of plans) await applyLimits(runtime.queues, left.name, left.after);
       if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, true, actor);
       return {
         paused: names.filter((n) => !alreadyPaused.includes(n)),
@@ -109,19 +116,24 @@ export async function resumeQueues(runtime: Runtime, options: ResumeOptions): Pr
  * Takes queues out of the active ramp; ends the ramp (cancelled) when none is left. Paused ones are
  * remembered in the plan, so an applier that resumed one at the same moment pauses it again.
  */
-async function leaveRamp(runtime: Runtime, names: string[], why: 'paused' | 'resumed'): Promise<{ removed: string[]; cancelled: boolean }> {
+async function leaveRamp(
+  runtime: Runtime,
+  names: string[],
+  why: 'paused' | 'resumed',
+): Promise<{ removed: string[]; cancelled: boolean; plans: RampQueue[] }> {
   const store = new RampStore(runtime.redis, runtime.settings.prefix);
   const plan = await store.read();
-  const removed = names.filter((n) => plan?.queues.some((q) => q.name === n));
-  if (!plan || removed.length === 0) return { removed: [], cancelled: false };
+  const plans = plan?.queues.filter((q) => names.includes(q.name)) ?? [];
+  const removed = plans.map((q) => q.name);
+  if (!plan || removed.length === 0) return { removed: [], cancelled: false, plans: [] };
   const without = (p: typeof plan) => ({
     ...p,
     queues: p.queues.filter((q) => !removed.includes(q.name)),
     removed: why === 'paused' ? [...new Set([...p.removed, ...removed])] : p.removed,
   });
   if (plan.queues.every((q) => removed.includes(q.name))) {
-    return { removed, cancelled: Boolean(await store.end(plan.id, 'cancelled', Date.now(), without)) };
+    return { removed, cancelled: Boolean(await store.end(plan.id, 'cancelled', Date.now(), without)), plans };
   }
   await store.update(plan.id, without);
-  return { removed, cancelled: false };
+  return { removed, cancelled: false, plans };
 }

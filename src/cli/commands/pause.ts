@@ -41,10 +41,11 @@ says on stderr that nothing was recorded.`,
         if (result.alreadyPaused.length) lines.push(`already paused: ${result.alreadyPaused.join(', ')}`);
         if (result.removedFromRamp.length) {
           lines.push(
-            `took ${result.removedFromRamp.join(', ')} out of the active ramp${result.rampCancelled ? ', which had no other queue and is cancelled' : ''}`,
+            `took ${result.removedFromRamp.join(', ')} out of the active ramp, with the limits they would have had after it${result.rampCancelled ? '; the ramp had no other queue and is cancelled' : ''}`,
           );
         }
-        lines.push(ctx.chalk.dim('Workers finish the jobs they hold and take no new ones. Resume with `effects resume`.'));
+        const resume = opts.all ? '--all' : `--queue ${[...result.paused, ...result.alreadyPaused].join(',')}`;
+        lines.push(ctx.chalk.dim(`Workers finish the jobs they hold and take no new ones. Resume with \`effects resume ${resume}\` (or --ramp).`));
         ctx.print(lines.join('\n'));
       } finally {
         await runtime.close();

@@ -33,7 +33,7 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
       `
 Examples:
   $ effects resume --queue notify-crm                          # at once: BullMQ's resume
-  $ effects resume --all --ramp 10m --from 5                    # up to each configured rate limit
+  $ effects resume --all --ramp 10m --from 5                    # up to each configured rate limit (--to where none is)
   $ effects resume --all --ramp 10m --from 5 --to 200 --stagger 30s --curve exponential
   $ effects resume --all --ramp 20m --from 2 --to 100 --hold-on-errors 10% --detach
 
