@@ -107,6 +107,17 @@ describe('poison list / poison show', () => {
     expect((await listPoison(runtime, { threshold: 6 })).total).toBe(0);
   });
 
+  it('says how many jobs failed for good below the threshold when none reached it', async () => {
+    // The sms jobs failed for good after 2 attempts: the worker alerted on them, the list has none.
+    expect(await listPoison(runtime, { queues: ['sms'] })).toMatchObject({ total: 0, failedBelowThreshold: 3 });
+    expect((await listPoison(runtime, { queues: ['sms'], since: Date.now() - 3_600_000 })).failedBelowThreshold).toBeUndefined();
+    expect((await listPoison(runtime, { queues: ['emails'] })).failedBelowThreshold).toBeUndefined();
+    const text = await cli('poison', 'list', '--queue', 'sms');
+    expect(text.stdout).toContain('No poison pills (jobs with 5+ attempts) in 1 queue(s).');
+    expect(text.stdout).toContain('3 job(s) failed for good with fewer attempts');
+    expect(text.stdout).toContain('`effects poison list --min-attempts 1` lists them.');
+  });
+
   it('filters by queue, regular expression (message, name or data), ids and time', async () => {
     const smtp = await listPoison(runtime, { grep: 'SMTP \\d+' });
     expect(smtp.jobs.map((j) => j.data)).toEqual(expect.arrayContaining([{ n: 0, to: 'u0@example.com' }]));

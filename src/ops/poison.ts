@@ -73,6 +73,12 @@ export interface PoisonList {
   jobs: PoisonJob[];
   /** With `byError`: groups, largest first. */
   groups?: ErrorGroup[];
+  /**
+   * With no match and no filter but queues and the threshold: the failed jobs of those queues, which
+   * all failed for good below the threshold (an UnrecoverableError, or fewer `attempts` than the
+   * threshold). The worker alerts on them; `--min-attempts 1` lists them.
+   */
+  failedBelowThreshold?: number;
 }
 
 /**
@@ -108,8 +114,14 @@ export async function listPoison(runtime: Runtime, options: PoisonListOptions = 
 
   const shown = newest.take();
   await completeJobs(runtime.redis, runtime.settings.prefix, shown);
+  const unfiltered = [options.grep, options.since, options.until, options.ids, options.minAttempts, options.errorGroup].every(
+    (value) => value === undefined,
+  );
+  const failedBelowThreshold =
+    total === 0 && unfiltered ? await countFailed(runtime, filter.queues) : undefined;
   return {
     total,
+    ...(failedBelowThreshold ? { failedBelowThreshold } : {}),
     jobs: shown.map(toPoisonJob),
     ...(options.byError ? { groups: [...groups.values()].sort((a, b) => b.count - a.count || a.queue.localeCompare(b.queue)) } : {}),
     threshold: filter.minAttempts,
@@ -319,4 +331,9 @@ async function ledgerRowOf(
   } catch (error) {
     return { ledger: null, note: `ledger not readable: ${(error as Error).message}` };
   }
+}
+
+async function countFailed(runtime: Runtime, queues: readonly string[]): Promise<number> {
+  const counts = await Promise.all(queues.map((queue) => runtime.queues.get(queue).getFailedCount()));
+  return counts.reduce((sum, n) => sum + n, 0);
 }

@@ -95,7 +95,11 @@ function renderList(list: PoisonList, ctx: CommandContext, byError: boolean): st
     return `No queues under prefix "${ctx.settings.prefix}". Check --prefix (BullMQ's own default is "bull").`;
   }
   if (list.total === 0) {
-    return chalk.green(`No poison pills (jobs with ${list.threshold}+ attempts) in ${list.queues.length} queue(s).`);
+    const none = chalk.green(`No poison pills (jobs with ${list.threshold}+ attempts) in ${list.queues.length} queue(s).`);
+    if (!list.failedBelowThreshold) return none;
+    return `${none}\n${chalk.yellow(
+      `${list.failedBelowThreshold} job(s) failed for good with fewer attempts (an UnrecoverableError, or \`attempts\` below the threshold); alerts went out for them. \`effects poison list --min-attempts 1\` lists them.`,
+    )}`;
   }
   const lines = [
     `${chalk.red.bold(String(list.total))} poison pill${list.total === 1 ? '' : 's'} (${list.threshold}+ attempts), ${list.queues.length} queue(s) scanned`,
