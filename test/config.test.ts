@@ -78,6 +78,11 @@ describe('config validation', () => {
     expect(message('effects.0.run')).toBe('expected a function');
     expect(message('schema')).toContain('PostgreSQL identifier');
     expect(message('scheduler.every')).toContain('expected a duration like 90s');
+
+    const backoff = configError({ effects: [{ name: 'a', on: 'e', run() {}, backoff: 'linear' }] });
+    expect(backoff.issues).toEqual([
+      { path: 'effects.0.backoff', message: expect.stringContaining("expected 'exponential+jitter', 'exponential', 'fixed', or { type:") },
+    ]);
   });
 
   it('says what a config file must export when it exports nothing', () => {

@@ -135,7 +135,7 @@ describe('discard', () => {
     it('on a terminal, acts on the jobs it asked to confirm, not on those that failed while it asked', { timeout: 60_000 }, async () => {
       const jobs = Array.from({ length: 101 }, (_, n) => ({ data: { n } }));
       await settleJobs(services.prefix, 'asked', jobs, () => new Error('no'));
-      const args = ['discard', '--queue', 'asked', '--no-ledger', '--prefix', services.prefix, '--redis', REDIS_URL, '--db', DATABASE_URL];
+      const args = ['discard', '--queue', 'asked', '--reason', 'asked on a terminal', '--prefix', services.prefix, '--schema', services.schema, '--redis', REDIS_URL, '--db', DATABASE_URL];
       // `script` runs the CLI on a pseudo-terminal, as an operator's shell does.
       const command = [process.execPath, path.join(ROOT, 'bin', 'effects.js'), ...args].map((a) => `'${a}'`).join(' ');
       const child = spawn('script', ['-qec', command, '/dev/null'], { cwd: noConfigDir, env: { ...process.env, NO_COLOR: '1' } });
@@ -150,6 +150,10 @@ describe('discard', () => {
         expect(await exited).toBe(0);
         expect(output).toContain('matched 101, discarded 101');
         expect(await failed('asked')).toEqual([late]);
+        // The audit record keeps the filter the operator gave: no --until that they did not type.
+        const [operation] = await listOperations(runtime, { command: 'discard' });
+        expect(operation).toMatchObject({ reason: 'asked on a terminal', filter: { queues: ['asked'] } });
+        expect(operation.filter).not.toHaveProperty('until');
       } finally {
         child.kill();
       }

@@ -67,7 +67,7 @@ describe('effects pause / resume / ramp (CLI)', () => {
   it('refuses bad ramp input with exit 2 and what was expected', async () => {
     const cases: Array<[string[], RegExp]> = [
       [['--ramp', '10s'], /--ramp needs --from N/],
-      [['--ramp', '10s', '--from', '0', '--to', '10'], /expected a positive rate/],
+      [['--ramp', '10s', '--from', '0', '--to', '10'], /option '--from <rate>' argument '0' is invalid\. Invalid rate "0": expected a positive rate/],
       [['--ramp', '10s', '--from', '-5', '--to', '10'], /expected a positive rate/],
       [['--ramp', '10s', '--from', '50', '--to', '10'], /--from 50\/s is above queue cli-a's target of 10\/s/],
       [['--ramp', '10s', '--from', '5'], /--to is needed: queue\(s\) cli-a have no configured rate limit/],

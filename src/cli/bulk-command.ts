@@ -30,9 +30,7 @@ interface BulkCommand<R> {
   dryRun: boolean;
   useLedger: boolean;
   rate?: number;
-  /** The --until given, if any (epoch ms). */
-  until?: number;
-  execute(extra: { dryRun?: boolean; until?: number; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
+  execute(extra: { dryRun?: boolean; asOf?: number; signal?: AbortSignal; onProgress?(p: BulkProgress): void }): Promise<R>;
 }
 
 /**
@@ -57,10 +55,10 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
 
   let total: number | undefined;
   /** Set when a plan was shown: the run then acts on the jobs that plan counted, not on any failed since. */
-  let until: number | undefined;
+  let asOf: number | undefined;
   if (!options.yes || ctx.isTTY) {
-    until = Math.min(Date.now(), options.until ?? Infinity);
-    const plan = await options.execute({ dryRun: true, until });
+    asOf = Date.now();
+    const plan = await options.execute({ dryRun: true, asOf });
     total = plan.matched;
     if (total === 0) return { ...plan, dryRun: false };
     await confirmBulk({ count: total, verb: options.command, yes: options.yes });
@@ -77,7 +75,7 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
   process.once('SIGINT', onSigint);
   try {
     return await options.execute({
-      ...(until === undefined ? {} : { until }),
+      ...(asOf === undefined ? {} : { asOf }),
       signal: controller.signal,
       onProgress: (p) => bar.update(p.matched, { done: p.done, skipped: p.skipped }),
     });

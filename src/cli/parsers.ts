@@ -16,7 +16,7 @@ const asArgument =
 
 export const durationArg = asArgument((text) => parseDuration(text));
 export const timeArg = asArgument((text) => parseTime(text));
-export const rateArg = asArgument((text) => parseRate(text));
+export const rateArg = asArgument((text) => parseRate(text, 'rate'));
 export const ratioArg = asArgument((text) => parseRatio(text));
 export const listArg = (text: string, previous: string[] = []) => [
   ...previous,

@@ -30,7 +30,7 @@ export function buildProgram(setExitCode: (code: number) => void): Command {
     .addOption(new Option('--db <url>', 'PostgreSQL URL of the ledger database').env('EFFECTS_DATABASE_URL'))
     .addOption(new Option('--prefix <prefix>', 'BullMQ key prefix (default: effects)').env('EFFECTS_PREFIX'))
     .addOption(new Option('--schema <schema>', 'PostgreSQL schema of the ledger (default: effects)').env('EFFECTS_SCHEMA'))
-    .addOption(new Option('--config <path>', 'config file (default: ./effects.config.{ts,mjs,js})').env('EFFECTS_CONFIG'))
+    .addOption(new Option('--config <path>', 'config file (default: ./effects.config.{ts,mts,mjs,js})').env('EFFECTS_CONFIG'))
     .addOption(
       new Option('--actor <name>', 'who runs this, for the audit trail (default: the OS user)').env('EFFECTS_ACTOR'),
     )

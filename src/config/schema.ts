@@ -42,7 +42,10 @@ const effectSchema = z.strictObject({
         delay: z.number().int().nonnegative().optional(),
         jitter: z.number().min(0).max(1).optional(),
       }),
-    ])
+    ], {
+      error:
+        "expected 'exponential+jitter', 'exponential', 'fixed', or { type: 'exponential' | 'fixed', delay?: ms (a whole number, 0 or more), jitter?: 0 to 1 }",
+    })
     .optional(),
   concurrency: z.number().int().positive().optional(),
   globalConcurrency: z.number().int().positive().optional(),

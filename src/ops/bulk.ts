@@ -17,6 +17,12 @@ export interface BulkOptions extends JobFilter {
   /** Compute the plan and change nothing. @defaultValue false */
   dryRun?: boolean;
   /**
+   * Act on jobs that last failed before this time (epoch ms), within the filter's window: the moment
+   * an operator was shown the count they confirmed. Not part of the audited filter, which keeps what
+   * the operator gave. @defaultValue when the run starts
+   */
+  asOf?: number;
+  /**
    * Use the ledger database: write the audit record and update the jobs' ledger rows. Turn off only
    * for BullMQ queues that have no effects ledger. @defaultValue true
    */

@@ -30,7 +30,8 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
   await runtime.assertReachable({ redis: true });
   const startedAt = Date.now();
   // Never past the start: jobs that fail during the run are not the ones the operator looked at.
-  const until = Math.min(options.until ?? startedAt, startedAt);
+  const asOf = Math.min(options.asOf ?? startedAt, startedAt);
+  const until = Math.min(options.until ?? asOf, asOf);
   const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
 
   if (options.dryRun) {

@@ -60,7 +60,8 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
   const startedAt = Date.now();
   // Never past the start: a job that fails again during the run would come back into the window
   // and be replayed again, for as long as it keeps failing.
-  const until = Math.min(options.until ?? startedAt, startedAt);
+  const asOf = Math.min(options.asOf ?? startedAt, startedAt);
+  const until = Math.min(options.until ?? asOf, asOf);
   const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
 
   if (options.dryRun) {

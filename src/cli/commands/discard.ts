@@ -48,7 +48,6 @@ Examples:
           yes: Boolean(opts.yes),
           dryRun: Boolean(opts.dryRun),
           useLedger: base.useLedger!,
-          until: base.until,
           execute: (extra) => discard(runtime, { ...base, ...extra }),
         });
         if (ctx.json) ctx.printJson(result);

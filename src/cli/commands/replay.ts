@@ -68,7 +68,6 @@ Examples:
           yes: Boolean(opts.yes),
           dryRun: Boolean(opts.dryRun),
           useLedger: base.useLedger!,
-          until: base.until,
           rate: opts.rate,
           execute: (extra) => replay(runtime, { ...base, ...extra }),
         });

@@ -69,7 +69,7 @@ async function watchStatus(ctx: CommandContext, runtime: Runtime, everyMs: numbe
         else ctx.print(`${ctx.isTTY ? '\x1b[2J\x1b[H' : ''}${new Date().toISOString()}\n${render(report, ctx)}`);
       } catch (error) {
         if (!(error instanceof ConnectionError) || !shown) throw error;
-        if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message}; retrying every ${formatDuration(everyMs)}\n`);
+        if (error.message !== lastProblem) process.stderr.write(`warning: ${error.message.replace(/\.$/, '')}; retrying every ${formatDuration(everyMs)}\n`);
         lastProblem = error.message;
       }
       await sleep(everyMs, stop.signal);
