@@ -110,6 +110,8 @@ describe('rebuild', () => {
     expect(await crm.isPaused()).toBe(true);
     expect(await crm.getGlobalConcurrency()).toBe(3);
     expect(await crm.getWaitingCount()).toBe(60);
+    // The status table shows the limits in jobs per second, as ramps and --rate speak of them.
+    expect((await cli(['status'])).stdout).toMatch(/notify-crm\s+60\s.*paused\s+conc 3, 500\/s/);
 
     const second = JSON.parse((await cli(['rebuild', '--since', '1h', '--yes', '--json'])).stdout);
     expect(second).toMatchObject({ scanned: 120, enqueued: 0, alreadyQueued: 120, restored: [] });

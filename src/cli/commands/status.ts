@@ -6,6 +6,7 @@ import { CommandContext } from '../context.js';
 import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
 import { renderOperations } from './ops.js';
+import { perSecond } from '../ramp-view.js';
 import { formatDuration } from '../../core/duration.js';
 import { ConnectionError, UsageError } from '../../core/errors.js';
 import { sleep } from '../../core/sleep.js';
@@ -107,7 +108,7 @@ function render(report: StatusReport, ctx: CommandContext): string {
       q.paused ? chalk.yellow('paused') : '-',
       [
         q.globalConcurrency ? `conc ${q.globalConcurrency}` : '',
-        q.rateLimit ? `${q.rateLimit.max}/${q.rateLimit.durationMs}ms` : '',
+        q.rateLimit ? perSecond(q.rateLimit) : '',
       ]
         .filter(Boolean)
         .join(', ') || '-',
