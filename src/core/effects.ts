@@ -91,11 +91,11 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
   };
 
   /** Tracks a background push so that `close` can wait for it; a failure is logged, not thrown. */
-  const track = (work: Promise<unknown>, ledgerIds: string[]) => {
+  const track = (work: Promise<unknown>, rows: readonly PushableRow[]) => {
     const pushing = work
       .catch((error: Error) =>
         log.warn(
-          { err: { message: error.message }, ledgerIds },
+          { err: { message: error.message }, ledgerIds: rows.map((r) => r.id) },
           'push failed; the rows stay pending and the scheduler will enqueue them',
         ),
       )
@@ -164,12 +164,13 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
       // The push registered by the transaction's first emit reads this list after the commit.
       if (owed) owed.push(...rows);
       else {
-        owedByTransaction.set(outermost, [...rows]);
-        track(pushAfterCommit(outermost, owedByTransaction.get(outermost)!), ledgerIds);
+        const list = [...rows];
+        owedByTransaction.set(outermost, list);
+        track(pushAfterCommit(outermost, list), list);
       }
     } else {
       // The push goes on in the background past the timeout; the rows are safe in the ledger.
-      const pushed = track(push(rows), ledgerIds);
+      const pushed = track(push(rows), rows);
       if ((await bounded(pushed)) === TIMED_OUT) {
         log.warn({ ledgerIds, pushTimeoutMs }, 'push still waiting for Redis; emit returns, and the push goes on in the background');
       }
@@ -191,9 +192,8 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
     },
     async close() {
       closing = true;
-      // An emit still writing its rows pushes them next: let it, within the push timeout.
-      await bounded(Promise.allSettled([...emitting]));
-      await bounded(Promise.allSettled([...inFlight]));
+      // An emit still writing its rows pushes them next: let it, and the pushes, within one push timeout.
+      await bounded(Promise.allSettled([...emitting]).then(() => Promise.allSettled([...inFlight])));
       closeAbort.abort();
       await runtime.close();
     },
