@@ -97,6 +97,10 @@ describe('rebuild', () => {
     await new QueueSettings(services.db, services.schema).setPaused('notify-crm', true, 'test');
 
     await deleteKeys(services.redis, `${services.prefix}:*`);
+    // The status table alone would show only zeros.
+    expect((await cli(['status'])).stdout).toContain(
+      '120 ledger row(s) pending, but no queue holds a waiting, active or delayed job. If Redis lost its data, `effects rebuild --since <when it happened>` queues them again',
+    );
 
     const first = await cli(['rebuild', '--since', '1h', '--yes', '--json', '--reason', 'redis wiped']);
     expect(first.stderr).toBe('');

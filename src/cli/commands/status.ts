@@ -123,7 +123,20 @@ function render(report: StatusReport, ctx: CommandContext): string {
         chalk,
       )
     : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
-  return [queues, ramp, ledger, operations].filter(Boolean).join('\n\n');
+  return [queues, ramp, ledger, lostJobsHint(report, chalk), operations].filter(Boolean).join('\n\n');
+}
+
+/**
+ * Rows owed while no queue holds a job to run them: what a Redis that lost its data (or a mistyped
+ * prefix) looks like. Said here because the queue table alone shows only zeros.
+ */
+function lostJobsHint(report: StatusReport, chalk: CommandContext['chalk']): string {
+  const pending = report.ledger?.reduce((sum, l) => sum + l.pending, 0) ?? 0;
+  const queued = report.queues.reduce((sum, q) => sum + q.waiting + q.active + q.delayed, 0);
+  if (pending === 0 || queued > 0) return '';
+  return chalk.yellow(
+    `${pending} ledger row(s) pending, but no queue holds a waiting, active or delayed job. If Redis lost its data, \`effects rebuild --since <when it happened>\` queues them again; otherwise check --prefix.`,
+  );
 }
 
 function renderRamp(ramp: RampSummary, chalk: CommandContext['chalk']): string {
