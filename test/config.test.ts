@@ -215,6 +215,11 @@ describe('resolveSettings: flag > environment > file > default', () => {
     expect(() => createEffects({ effects, prefix: '{app}' }, { redis: appCluster })).not.toThrow();
   });
 
+  it('takes an event listed twice in `on` once', () => {
+    const settings = resolveSettings(validateConfig({ effects: [{ name: 'a', on: ['paid', 'paid', 'shipped'], run() {} }] }), {}, {});
+    expect(settings.effects[0].events).toEqual(['paid', 'shipped']);
+  });
+
   it('turns the config durations and effect options into milliseconds and defaults', () => {
     const settings = resolveSettings(
       validateConfig({

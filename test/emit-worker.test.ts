@@ -216,6 +216,10 @@ describe('emit, as an app calls it', () => {
         );
       }
       await expect(effects.emit('', 1)).rejects.toThrow(/the event must be a non-empty string/);
+      // The knex instance instead of a transaction: its rows would be written and never pushed.
+      await expect(effects.emit('order_placed', 1, { trx: services.db as never })).rejects.toThrow(
+        'emit(): `trx` must be a knex transaction (from `knex.transaction()`), not the knex instance.',
+      );
       expect(await services.db.withSchema(services.schema).table('ledger')).toEqual([]);
 
       await effects.emit('order_placed', 12345678901234567890n);

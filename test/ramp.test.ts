@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { defineEffect } from '../src/config/define.js';
 import { resolveEffect } from '../src/config/settings.js';
 import type { Runtime } from '../src/core/runtime.js';
-import { pauseQueues } from '../src/ops/pause.js';
+import { pauseQueues, resumeQueues } from '../src/ops/pause.js';
 import { cancelRamp, getRampStatus, startRamp } from '../src/ops/ramp.js';
 import { applyLimits, readLimits } from '../src/queue/limits.js';
 import { jobOptionsFor } from '../src/queue/queues.js';
@@ -141,7 +141,7 @@ describe('pause, resume and ramps', () => {
     expect(status.queues.map((q) => q.name)).toEqual(['ramp-pause-a']);
   });
 
-  it("gives a queue paused out of a ramp its after-ramp limits, not the ramp's rate of the moment", async () => {
+  it("gives a queue paused or resumed out of a ramp its after-ramp limits, not the ramp's rate of the moment", async () => {
     await backlog('ramp-pause-limits', 10);
     const { plan } = await startRamp(runtime, { queues: ['ramp-pause-limits'], durationMs: 60_000, from: 5, to: 10 });
     // Started at once, at the ramp's first rate.
@@ -149,6 +149,13 @@ describe('pause, resume and ramps', () => {
     const paused = await pauseQueues(runtime, { queues: ['ramp-pause-limits'] });
     expect(paused).toMatchObject({ paused: ['ramp-pause-limits'], removedFromRamp: ['ramp-pause-limits'], rampCancelled: true });
     expect(await readLimits(services.redis, services.prefix, 'ramp-pause-limits')).toEqual(plan.queues[0].after);
+
+    // The same for a queue that `resume --replace` takes out of a ramp to run it now.
+    await backlog('ramp-replace-limits', 10);
+    const second = await startRamp(runtime, { queues: ['ramp-replace-limits'], durationMs: 60_000, from: 5, to: 10 });
+    const resumed = await resumeQueues(runtime, { queues: ['ramp-replace-limits'], replace: true });
+    expect(resumed.removedFromRamp).toEqual(['ramp-replace-limits']);
+    expect(await readLimits(services.redis, services.prefix, 'ramp-replace-limits')).toEqual(second.plan.queues[0].after);
   });
 
   it('holds while the failure rate is above --hold-on-errors and rises again when it falls', async () => {

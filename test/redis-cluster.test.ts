@@ -6,6 +6,7 @@ import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
+import { discoverQueues } from '../src/queue/discover.js';
 import { startScheduler, type SchedulerHandle } from '../src/scheduler/scheduler.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { REDIS_URL, deleteKeys, runCli, setupServices, waitFor, type TestServices } from './helpers.js';
@@ -157,6 +158,8 @@ describe('on a Redis Cluster', () => {
       return owed.length === 10 && owed.every((r) => r.status === 'done');
     }, 20_000);
     expect(worker.workers.every((w) => w.isRunning())).toBe(true);
+    // A client that has not spoken since the restart finds the queues too (it dials the prefix's master again).
+    expect(await discoverQueues(services.redis, services.prefix)).toEqual(['send-email', 'sync-crm']);
   });
 
   it('serves commands while a node that holds none of its keys is down, and fails health when its own is', async () => {

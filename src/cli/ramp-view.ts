@@ -11,12 +11,12 @@ const CHART_WIDTH = 60;
 export const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
 const rate = (r: number) => (r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2));
 
-/** `17 per 200ms (85/s), conc 4`, or `unlimited`. */
 /** A BullMQ rate limit as jobs per second (`50/s`), the unit ramps and `--rate` speak. */
 export function perSecond(rateLimit: NonNullable<QueueLimits['rateLimit']>): string {
   return `${rate(limitRate(rateLimit))}/s`;
 }
 
+/** `17 per 200ms (85/s), conc 4`, or `unlimited`. */
 export function formatLimits(limits: QueueLimits): string {
   const parts: string[] = [];
   if (limits.rateLimit) {

@@ -88,7 +88,8 @@ function resolveBackoff(setting: BackoffSetting | undefined): ResolvedEffect['ba
 export function resolveEffect(definition: EffectDefinition): ResolvedEffect {
   return {
     name: definition.name,
-    events: Array.isArray(definition.on) ? definition.on : [definition.on],
+    // Once each: an event listed twice owes the effect once, not a row per listing.
+    events: [...new Set(Array.isArray(definition.on) ? definition.on : [definition.on])],
     run: definition.run,
     isNeeded: definition.isNeeded,
     attempts: definition.attempts ?? DEFAULTS.attempts,

@@ -126,8 +126,11 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
    * the rows are there. What is not there was rolled back and is owed by no one.
    */
   const pushAfterCommit = async (outermost: Knex.Transaction, rows: readonly PushableRow[]) => {
-    await outermost.executionPromise.catch(() => {});
-    owedByTransaction.delete(outermost);
+    try {
+      await outermost.executionPromise.catch(() => {});
+    } finally {
+      owedByTransaction.delete(outermost);
+    }
     const ledgerIds = rows.map((r) => r.id);
     if (closed()) return leftToScheduler(ledgerIds);
     let owed: readonly PushableRow[] = rows;
@@ -185,6 +188,10 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
       const id = eventIdText(rawId);
       if (typeof event !== 'string' || event.length === 0 || event.length > MAX_TASK_FIELD_LENGTH) {
         throw new UsageError(`emit(): the event must be a non-empty string of at most ${MAX_TASK_FIELD_LENGTH} characters.`);
+      }
+      // A knex instance or a finished object here would never settle a push: refuse it now.
+      if (trx !== undefined && !(trx.isTransaction && trx.executionPromise instanceof Promise)) {
+        throw new UsageError('emit(): `trx` must be a knex transaction (from `knex.transaction()`), not the knex instance.');
       }
       const emitted = emitNow(event, id, trx);
       emitting.add(emitted);

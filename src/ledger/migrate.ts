@@ -32,25 +32,21 @@ export interface MigrateResult {
  * process at a time migrates a schema, the others wait and find nothing left to do.
  */
 export async function migrate(db: Knex, schema: string): Promise<MigrateResult> {
-  const migrateNow = async () => {
+  // knex's own lock is a row of a table it creates on first use: processes starting together on a
+  // fresh schema can each insert one (then every run finds the table "already locked"), or collide
+  // creating the schema. A PostgreSQL advisory lock keeps them apart. It is held on a connection of
+  // its own, outside the pool, so the migrator has the whole pool however small it is; closing that
+  // connection releases the lock, whatever happened.
+  const lock = (await db.client.acquireRawConnection()) as { query(text: string, values: unknown[]): Promise<unknown> };
+  try {
+    await lock.query('select pg_advisory_lock(hashtext($1))', [`effects.migrate:${schema}`]);
     await db.raw('create schema if not exists ??', [schema]);
     const [, applied] = (await db.migrate.latest(migratorConfig(schema))) as [number, string[]];
     const [completed] = (await db.migrate.list(migratorConfig(schema))) as [Array<{ name: string }>, unknown];
     return { schema, applied, current: completed.map((m) => m.name) };
-  };
-  // knex's own lock is a row of a table it creates on first use: processes starting together on a
-  // fresh schema can each insert one, and from then on every run finds the table "already locked".
-  // A PostgreSQL advisory lock, held by a transaction on a connection of its own while the migrator
-  // works on others, keeps them apart. A pool of one connection could not do both: it goes unlocked.
-  if (poolSize(db) < 2) return migrateNow();
-  return db.transaction(async (lock) => {
-    await lock.raw('select pg_advisory_xact_lock(hashtext(?))', [`effects.migrate:${schema}`]);
-    return migrateNow();
-  });
-}
-
-function poolSize(db: Knex): number {
-  return (db.client as { pool?: { max?: number } }).pool?.max ?? 2;
+  } finally {
+    await db.client.destroyRawConnection(lock);
+  }
 }
 
 /** Pending migration names; an empty list means the ledger is up to date. */

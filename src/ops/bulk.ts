@@ -178,3 +178,12 @@ export function describeFilter(options: BulkOptions): Record<string, unknown> {
   };
   return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined));
 }
+
+/**
+ * Where a run's window of last failures ends: the `--until` given, but never past `asOf` (when the
+ * operator was shown the count) nor past the run's start.
+ */
+export function windowEnd(options: Pick<BulkOptions, 'until' | 'asOf'>, startedAt: number): number {
+  const asOf = Math.min(options.asOf ?? startedAt, startedAt);
+  return Math.min(options.until ?? asOf, asOf);
+}

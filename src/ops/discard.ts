@@ -2,7 +2,7 @@ import type { Runtime } from '../core/runtime.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { redisKeys, rowIdFromJobId } from '../queue/keys.js';
 import { audited } from './audit.js';
-import { describeFilter, forEachBatch, planBulk, requireLedger, type BulkOptions, type BulkPlan } from './bulk.js';
+import { describeFilter, forEachBatch, planBulk, requireLedger, windowEnd, type BulkOptions, type BulkPlan } from './bulk.js';
 import { compileFilter } from './job-filter.js';
 import { WriteBehind } from './write-behind.js';
 
@@ -29,10 +29,8 @@ export interface DiscardResult {
 export async function discard(runtime: Runtime, options: DiscardOptions = {}): Promise<DiscardResult> {
   await runtime.assertReachable({ redis: true });
   const startedAt = Date.now();
-  // Never past the start: jobs that fail during the run are not the ones the operator looked at.
-  const asOf = Math.min(options.asOf ?? startedAt, startedAt);
-  const until = Math.min(options.until ?? asOf, asOf);
-  const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
+  // Jobs that fail during the run are not the ones the operator looked at.
+  const filter = await compileFilter(runtime, { ...options, until: windowEnd(options, startedAt) }, { now: startedAt });
 
   if (options.dryRun) {
     const plan = await planBulk(runtime, filter, options);

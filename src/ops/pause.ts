@@ -72,7 +72,7 @@ export interface ResumeOptions extends QueueSelection {
 export interface ResumeResult {
   resumed: string[];
   alreadyRunning: string[];
-  /** Queues taken out of the active ramp (with --replace); they keep the limits in force now. */
+  /** Queues taken out of the active ramp (with --replace), with the limits they would have had after it. */
   removedFromRamp: string[];
   operationId: string | null;
   auditSkipped: string | null;
@@ -98,7 +98,9 @@ export async function resumeQueues(runtime: Runtime, options: ResumeOptions): Pr
     runtime,
     { command: 'resume', actor, reason: options.reason, filter: { queues: names, replace: Boolean(options.replace) } },
     async (_operationId, dbAvailable) => {
-      const { removed } = await leaveRamp(runtime, ramped, 'resumed');
+      const { removed, plans } = await leaveRamp(runtime, ramped, 'resumed');
+      // Resumed at once, as a plain resume: with the limits the ramp would have ended at.
+      for (const left of plans) await applyLimits(runtime.queues, left.name, left.after);
       const alreadyRunning: string[] = [];
       for (const name of names) {
         const queue = runtime.queues.get(name);

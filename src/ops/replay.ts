@@ -10,6 +10,7 @@ import {
   forEachBatch,
   planBulk,
   requireLedger,
+  windowEnd,
   type BatchLoopResult,
   type BatchOutcome,
   type BulkOptions,
@@ -58,11 +59,9 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
   await runtime.assertReachable({ redis: true });
   if (options.rate !== undefined && !(options.rate > 0)) throw new UsageError('--rate must be positive, such as 50/s.');
   const startedAt = Date.now();
-  // Never past the start: a job that fails again during the run would come back into the window
-  // and be replayed again, for as long as it keeps failing.
-  const asOf = Math.min(options.asOf ?? startedAt, startedAt);
-  const until = Math.min(options.until ?? asOf, asOf);
-  const filter = await compileFilter(runtime, { ...options, until }, { now: startedAt });
+  // A job that fails again during the run would otherwise come back into the window and be
+  // replayed again, for as long as it keeps failing.
+  const filter = await compileFilter(runtime, { ...options, until: windowEnd(options, startedAt) }, { now: startedAt });
 
   if (options.dryRun) {
     const plan = await planBulk(runtime, filter, options);

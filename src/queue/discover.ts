@@ -10,18 +10,16 @@ export async function discoverQueues(redis: RedisClient, prefix: string): Promis
   const found = new Set<string>();
   const pattern = redisKeys(prefix).metaPattern;
   const server = await serverFor(redis, prefix);
-  if (server) {
-    let cursor = '0';
-    do {
-      // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.
-      const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 10_000);
-      cursor = next;
-      for (const key of keys) {
-        const name = key.slice(prefix.length + 1, -':meta'.length);
-        // A ':' left in the name means a deeper key that merely ends in ':meta'.
-        if (name && !name.includes(':') && !isInternalQueue(name)) found.add(name);
-      }
-    } while (cursor !== '0');
-  }
+  let cursor = '0';
+  do {
+    // Large steps: the keyspace holds a hash per job, and each round trip costs more than the step.
+    const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 10_000);
+    cursor = next;
+    for (const key of keys) {
+      const name = key.slice(prefix.length + 1, -':meta'.length);
+      // A ':' left in the name means a deeper key that merely ends in ':meta'.
+      if (name && !name.includes(':') && !isInternalQueue(name)) found.add(name);
+    }
+  } while (cursor !== '0');
   return [...found].sort();
 }

@@ -75,14 +75,22 @@ export function isCluster(redis: RedisClient): redis is Cluster {
 
 /**
  * The server that holds the keys under `prefix`: on a cluster, the master of the prefix's hash-tag
- * slot (undefined while no node serves it); otherwise the one server. A command that needs one
+ * slot; otherwise the one server. A command that needs one
  * server (SCAN) goes there, so a cluster node that holds none of our keys cannot fail it.
  */
-export async function serverFor(redis: RedisClient, prefix: string): Promise<Redis | undefined> {
+export async function serverFor(redis: RedisClient, prefix: string): Promise<Redis> {
   if (!isCluster(redis)) return redis;
-  // The slot map arrives with the connection: a command on a key of the prefix waits for it.
-  if (redis.status !== 'ready') await redis.exists(probeKey(prefix));
-  return masterOf(redis, prefix);
+  // A command on a key of the prefix waits for the slot map and (re)connects the slot's master,
+  // which the client drops when a node goes away and dials again only for a command.
+  await redis.exists(probeKey(prefix));
+  const master = masterOf(redis, prefix);
+  if (!master) {
+    throw new ConnectionError(
+      `No Redis Cluster node serves the keys of prefix ${prefix} right now.`,
+      'Check the cluster (`CLUSTER INFO`, `CLUSTER SLOTS`); it may be failing over.',
+    );
+  }
+  return master;
 }
 
 /** Whether the server that holds the prefix's keys is connected (the worker's health check). */
