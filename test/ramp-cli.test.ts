@@ -66,7 +66,7 @@ describe('effects pause / resume / ramp (CLI)', () => {
 
   it('refuses bad ramp input with exit 2 and what was expected', async () => {
     const cases: Array<[string[], RegExp]> = [
-      [['--ramp', '10s'], /--ramp needs --from N/],
+      [['--ramp', '10s'], /--to is needed: queue\(s\) cli-a have no configured rate limit/],
       [['--ramp', '10s', '--from', '0', '--to', '10'], /option '--from <rate>' argument '0' is invalid\. Invalid rate "0": expected a positive rate/],
       [['--ramp', '10s', '--from', '-5', '--to', '10'], /expected a positive rate/],
       [['--ramp', '10s', '--from', '50', '--to', '10'], /--from 50\/s is above queue cli-a's target of 10\/s/],
@@ -134,11 +134,12 @@ describe('effects pause / resume / ramp (CLI)', () => {
     expect(JSON.parse((await cli('status', '--json')).stdout).ramp).toBeNull();
   });
 
-  it('waits for a ramp to the configured limit and ends with the configured limits in force', async () => {
-    const result = await cli('--config', configFile, 'resume', '--queue', 'cli-conf', '--ramp', '1s', '--from', '5', '--json');
+  it('waits for a ramp from 1/s to the configured limit and ends with the configured limits in force', async () => {
+    // As after an outage: only the duration, the rates from the default and the config.
+    const result = await cli('--config', configFile, 'resume', '--queue', 'cli-conf', '--ramp', '1s', '--json');
     expect(result.code).toBe(0);
     const json = JSON.parse(result.stdout);
-    expect(json).toMatchObject({ outcome: 'finished', ramp: { active: false, plan: { outcome: 'finished' } } });
+    expect(json).toMatchObject({ outcome: 'finished', ramp: { active: false, plan: { outcome: 'finished', from: 1 } } });
     expect(json.ramp.queues[0]).toMatchObject({ name: 'cli-conf', to: 30, afterSource: 'config' });
     expect(await readLimits(services.redis, services.prefix, 'cli-conf')).toEqual({
       rateLimit: { max: 30, durationMs: 1000 },

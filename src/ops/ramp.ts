@@ -24,11 +24,20 @@ import { RampStore } from '../ramp/store.js';
 import { auditedIfReachable, defaultActor } from './audit.js';
 import { selectQueues, type QueueSelection } from './select-queues.js';
 
+/**
+ * Where a ramp starts when `--from` is not given: one job per second per queue, low enough for a
+ * service that was just down; the curve takes it to the end rate within the ramp.
+ */
+export const DEFAULT_RAMP_FROM = 1;
+
 export interface StartRampOptions extends QueueSelection {
   /** Length of each queue's ramp, ms. */
   durationMs: number;
-  /** Jobs per second per queue at the start. */
-  from: number;
+  /**
+   * Jobs per second per queue at the start. @defaultValue `DEFAULT_RAMP_FROM` (1/s), or the lowest
+   * end rate when that is lower
+   */
+  from?: number;
   /** Jobs per second per queue at the end. @defaultValue each queue's configured rate limit */
   to?: number;
   /** @defaultValue `'linear'` */
@@ -113,6 +122,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       return { name, to, concurrency: previous.concurrency, after: previous, afterSource: 'previous' as const };
     }),
   );
+  const from = options.from ?? Math.min(DEFAULT_RAMP_FROM, ...queues.map((q) => q.to));
   const now = options.now ?? Date.now();
   const actor = options.actor ?? defaultActor();
   const id = `ramp-${randomUUID().slice(0, 8)}`;
@@ -121,7 +131,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     now,
     createdBy: actor,
     durationMs: options.durationMs,
-    from: options.from,
+    from,
     curve: options.curve,
     staggerMs: options.staggerMs,
     holdOnErrors: options.holdOnErrors ?? null,
@@ -140,7 +150,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       filter: {
         queues: names,
         durationMs: options.durationMs,
-        from: options.from,
+        from: options.from ?? 'default',
         to: options.to ?? 'configured',
         curve: options.curve ?? 'linear',
         staggerMs: options.staggerMs ?? 0,

@@ -20,7 +20,7 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
     .option('--queue <name>', 'a queue to resume (repeatable, or comma-separated; a ramp starts them in this order)', listArg)
     .option('--all', 'every queue under the prefix (a ramp starts them in name order)')
     .option('--ramp <duration>', 'ramp each queue up over this long, e.g. 10m', durationArg)
-    .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m', rateArg)
+    .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m (default: 1/s)', rateArg)
     .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit)", rateArg)
     .addOption(new Option('--curve <curve>', 'shape of the ramp; exponential starts slowly (default: linear)').choices([...RAMP_CURVES]))
     .option('--stagger <duration>', 'start the queues one after another, this far apart', durationArg)
@@ -32,8 +32,8 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
       'after',
       `
 Examples:
-  $ effects resume --queue notify-crm                          # at once: BullMQ's resume
-  $ effects resume --all --ramp 10m --from 5                    # up to each configured rate limit (--to where none is)
+  $ effects resume --queue notify-crm                           # at once: BullMQ's resume
+  $ effects resume --all --ramp 10m                             # from 1/s up to each configured rate limit (--to where none is)
   $ effects resume --all --ramp 10m --from 5 --to 200 --stagger 30s --curve exponential
   $ effects resume --all --ramp 20m --from 2 --to 100 --hold-on-errors 10% --detach
 
@@ -51,8 +51,6 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
       if (opts.ramp === undefined) {
         const stray = RAMP_ONLY.filter((key) => opts[key] !== undefined);
         if (stray.length) throw new UsageError(`${stray.map(flagName).join(', ')} only ${stray.length === 1 ? 'makes' : 'make'} sense with --ramp DURATION.`);
-      } else if (opts.from === undefined) {
-        throw new UsageError('--ramp needs --from N: the jobs per second per queue to start at.');
       }
       const runtime = ctx.runtime();
       try {
