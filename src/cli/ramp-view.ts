@@ -9,7 +9,8 @@ import { table } from './render.js';
 const CHART_WIDTH = 60;
 
 export const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
-const rate = (r: number) => (r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2));
+const rate = (r: number) =>
+  Number.isInteger(r) ? String(r) : r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2);
 
 /** A BullMQ rate limit as jobs per second (`50/s`), the unit ramps and `--rate` speak. */
 export function perSecond(rateLimit: NonNullable<QueueLimits['rateLimit']>): string {
