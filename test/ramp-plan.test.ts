@@ -36,6 +36,26 @@ function plan(overrides: Partial<PlanInput> = {}): RampPlan {
 const queue = (p: RampPlan, i = 0) => p.queues[i];
 
 describe('ramp curves', () => {
+  it('without --from, starts each queue at 1/s, or at its end rate when that is lower', () => {
+    const p = plan({
+      from: undefined,
+      queues: [
+        { name: 'fast', to: 100, concurrency: null, after: none, afterSource: 'config' },
+        { name: 'slow', to: 0.5, concurrency: null, after: none, afterSource: 'config' },
+      ],
+    });
+    expect(p.from).toBe(1);
+    expect(rateAt(p, queue(p, 0), T0)).toBe(1);
+    expect(rateAt(p, queue(p, 0), T0 + 10_000)).toBe(100);
+    expect(rateAt(p, queue(p, 1), T0)).toBe(0.5);
+    expect(rateAt(p, queue(p, 1), T0 + 5_000)).toBe(0.5);
+    // A --from given above a queue's end rate is still an error.
+    expect(() => plan({ from: 1, queues: [{ name: 'slow', to: 0.5, concurrency: null, after: none, afterSource: 'config' }] })).toThrow(
+      /--from 1\/s is above queue slow's target of 0\.5\/s/,
+    );
+  });
+
+
   it('linear: from at the start, to at the end, halfway in the middle', () => {
     const p = plan();
     expect(rateAt(p, queue(p), T0)).toBe(10);

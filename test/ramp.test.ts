@@ -255,15 +255,18 @@ describe('pause, resume and ramps', () => {
     expect(await readLimits(services.redis, services.prefix, 'ramp-configured')).toEqual(configured);
   });
 
-  it('--replace says which queues of the old ramp had not started and stay paused', async () => {
+  it('--replace says which queues of the old ramp had not started and stay paused, with their after-ramp limits', async () => {
     await backlog('ramp-replace-a', 5);
     const b = await backlog('ramp-replace-b', 5);
     const now = Date.now();
     const queues = ['ramp-replace-a', 'ramp-replace-b'];
     await startRamp(runtime, { queues, durationMs: 60_000, from: 5, to: 10, staggerMs: 30_000, now });
     const replaced = await startRamp(runtime, { queues: ['ramp-replace-a'], durationMs: 60_000, from: 5, to: 10, replace: true, now: now + 1 });
-    expect(replaced).toMatchObject({ leftAtCurrentLimits: [], leftPaused: ['ramp-replace-b'] });
+    expect(replaced).toMatchObject({ leftRunning: [], leftPaused: ['ramp-replace-b'] });
     expect(await b.queue.isPaused()).toBe(true);
+    // No ramp will raise it now: it has its after-ramp limits, not the old ramp's opening rate.
+    const old = replaced.replaced!.queues.find((q) => q.name === 'ramp-replace-b')!;
+    expect(await readLimits(services.redis, services.prefix, 'ramp-replace-b')).toEqual(old.after);
   });
 
   it('cancel keeps the limits in force now; --restore puts the configured ones back', async () => {

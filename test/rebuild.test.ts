@@ -99,7 +99,7 @@ describe('rebuild', () => {
     await deleteKeys(services.redis, `${services.prefix}:*`);
     // The status table alone would show only zeros.
     expect((await cli(['status'])).stdout).toContain(
-      '120 ledger row(s) pending, but no queue holds a waiting, active or delayed job. If Redis lost its data, `effects rebuild --since <when it happened>` queues them again',
+      '120 pending ledger row(s) of notify-crm, send-email have no waiting, active or delayed job in their queue. `effects rebuild --since <when it went wrong>` queues what Redis lost',
     );
 
     const first = await cli(['rebuild', '--since', '1h', '--yes', '--json', '--reason', 'redis wiped']);

@@ -12,7 +12,7 @@ import { Runtime, type RuntimeOptions } from './runtime.js';
 
 export interface EmitOptions {
   /** The caller's knex transaction: the ledger rows commit or roll back with the business write. */
-  trx?: Knex.Transaction;
+  trx?: Knex.Transaction | null;
 }
 
 /**
@@ -183,7 +183,9 @@ export function createEffects(config: EffectsConfig, options: CreateEffectsOptio
 
   return {
     runtime,
-    async emit(event, rawId, { trx } = {}) {
+    async emit(event, rawId, options = {}) {
+      // null as much as undefined: no transaction.
+      const trx = options.trx ?? undefined;
       if (closing) throw new Error('emit() after close(): create a new effects object');
       const id = eventIdText(rawId);
       if (typeof event !== 'string' || event.length === 0 || event.length > MAX_TASK_FIELD_LENGTH) {

@@ -34,19 +34,16 @@ export interface MigrateResult {
 export async function migrate(db: Knex, schema: string): Promise<MigrateResult> {
   // knex's own lock is a row of a table it creates on first use: processes starting together on a
   // fresh schema can each insert one (then every run finds the table "already locked"), or collide
-  // creating the schema. A PostgreSQL advisory lock keeps them apart. It is held on a connection of
-  // its own, outside the pool, so the migrator has the whole pool however small it is; closing that
-  // connection releases the lock, whatever happened.
-  const lock = (await db.client.acquireRawConnection()) as { query(text: string, values: unknown[]): Promise<unknown> };
-  try {
-    await lock.query('select pg_advisory_lock(hashtext($1))', [`effects.migrate:${schema}`]);
-    await db.raw('create schema if not exists ??', [schema]);
-    const [, applied] = (await db.migrate.latest(migratorConfig(schema))) as [number, string[]];
-    const [completed] = (await db.migrate.list(migratorConfig(schema))) as [Array<{ name: string }>, unknown];
+  // creating the schema. A PostgreSQL advisory lock keeps them apart: a transaction's, so that it
+  // ends with the transaction (behind PgBouncer in transaction mode too), and the migrations run in
+  // that same transaction, on its one connection, so a pool of one connection is enough.
+  return db.transaction(async (trx) => {
+    await trx.raw('select pg_advisory_xact_lock(hashtext(?))', [`effects.migrate:${schema}`]);
+    await trx.raw('create schema if not exists ??', [schema]);
+    const [, applied] = (await trx.migrate.latest(migratorConfig(schema))) as [number, string[]];
+    const [completed] = (await trx.migrate.list(migratorConfig(schema))) as [Array<{ name: string }>, unknown];
     return { schema, applied, current: completed.map((m) => m.name) };
-  } finally {
-    await db.client.destroyRawConnection(lock);
-  }
+  });
 }
 
 /** Pending migration names; an empty list means the ledger is up to date. */

@@ -9,6 +9,7 @@ import {
   buildPlan,
   endsAt,
   failureRate,
+  DEFAULT_RAMP_FROM,
   isHolding,
   limitAt,
   limitRate,
@@ -24,18 +25,12 @@ import { RampStore } from '../ramp/store.js';
 import { auditedIfReachable, defaultActor } from './audit.js';
 import { selectQueues, type QueueSelection } from './select-queues.js';
 
-/**
- * Where a ramp starts when `--from` is not given: one job per second per queue, low enough for a
- * service that was just down; the curve takes it to the end rate within the ramp.
- */
-export const DEFAULT_RAMP_FROM = 1;
-
 export interface StartRampOptions extends QueueSelection {
   /** Length of each queue's ramp, ms. */
   durationMs: number;
   /**
-   * Jobs per second per queue at the start. @defaultValue `DEFAULT_RAMP_FROM` (1/s), or the lowest
-   * end rate when that is lower
+   * Jobs per second per queue at the start. @defaultValue `DEFAULT_RAMP_FROM` (1/s); a queue whose
+   * end rate is lower starts at its end rate
    */
   from?: number;
   /** Jobs per second per queue at the end. @defaultValue each queue's configured rate limit */
@@ -62,8 +57,12 @@ export interface StartRampResult {
   plan: RampPlan;
   /** The ramp this one replaced (--replace), or null. */
   replaced: RampPlan | null;
-  /** Queues of the replaced ramp that are not in this one and had started: they keep the limits in force now. */
-  leftAtCurrentLimits: string[];
+  /**
+   * Queues of the replaced ramp that are not in this one and had started. Like every queue the
+   * replaced ramp leaves, they get the limits they would have had after it: no ramp is left to
+   * raise them, and a limit in force is never overridden otherwise.
+   */
+  leftRunning: string[];
   /**
    * Queues of the replaced ramp that are not in this one and whose turn had not come: they stay
    * paused (as `ramp cancel` leaves them), and resuming them is the operator's call.
@@ -122,7 +121,6 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       return { name, to, concurrency: previous.concurrency, after: previous, afterSource: 'previous' as const };
     }),
   );
-  const from = options.from ?? Math.min(DEFAULT_RAMP_FROM, ...queues.map((q) => q.to));
   const now = options.now ?? Date.now();
   const actor = options.actor ?? defaultActor();
   const id = `ramp-${randomUUID().slice(0, 8)}`;
@@ -131,7 +129,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     now,
     createdBy: actor,
     durationMs: options.durationMs,
-    from,
+    from: options.from,
     curve: options.curve,
     staggerMs: options.staggerMs,
     holdOnErrors: options.holdOnErrors ?? null,
@@ -150,7 +148,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       filter: {
         queues: names,
         durationMs: options.durationMs,
-        from: options.from ?? 'default',
+        from: options.from ?? DEFAULT_RAMP_FROM,
         to: options.to ?? 'configured',
         curve: options.curve ?? 'linear',
         staggerMs: options.staggerMs ?? 0,
@@ -176,10 +174,11 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, false, actor);
       await applyRamp(runtime, { now });
       const left = (active?.queues ?? []).filter((q) => !names.includes(q.name));
+      for (const queue of left) await applyLimits(runtime.queues, queue.name, queue.after);
       return {
         plan: (await store.read()) ?? plan,
         replaced: active,
-        leftAtCurrentLimits: left.filter((q) => q.startedAt !== null).map((q) => q.name),
+        leftRunning: left.filter((q) => q.startedAt !== null).map((q) => q.name),
         leftPaused: left.filter((q) => q.startedAt === null).map((q) => q.name),
         warnings,
       };

@@ -140,9 +140,12 @@ export function queuePhase(plan: RampPlan, queue: RampQueue, t: number): RampPha
   return elapsed >= plan.durationMs ? 'done' : 'ramping';
 }
 
-/** Jobs per second for a queue at wall time t (`from` before its start, `to` after its end). */
+/**
+ * Jobs per second for a queue at wall time t (`from` before its start, `to` after its end). A queue
+ * whose end rate is below the plan's `from` (the default `from` only) starts at its end rate.
+ */
 export function rateAt(plan: RampPlan, queue: RampQueue, t: number): number {
-  return curveRate(plan.curve, plan.from, queue.to, queueProgress(plan, queue, planClock(plan, t)));
+  return curveRate(plan.curve, Math.min(plan.from, queue.to), queue.to, queueProgress(plan, queue, planClock(plan, t)));
 }
 
 /**
@@ -223,12 +226,19 @@ export function sampleTotalRate(plan: RampPlan, t0: number, t1: number, points: 
   });
 }
 
+/**
+ * Where a ramp starts when `--from` is not given: one job per second per queue, low enough for a
+ * service that was just down; the curve takes it to the end rate within the ramp.
+ */
+export const DEFAULT_RAMP_FROM = 1;
+
 export interface PlanInput {
   id: string;
   now: number;
   createdBy: string;
   durationMs: number;
-  from: number;
+  /** @defaultValue `DEFAULT_RAMP_FROM` */
+  from?: number;
   curve?: RampCurve;
   staggerMs?: number;
   holdOnErrors?: number | null;
@@ -251,7 +261,8 @@ export function buildPlan(input: PlanInput): RampPlan {
   }
   if (!(input.durationMs > 0)) throw new UsageError('--ramp must be a positive duration, like 10m.');
   if (!(staggerMs >= 0)) throw new UsageError('--stagger must be a duration of 0 or more, like 30s.');
-  if (!(input.from > 0)) throw new UsageError('--from must be a positive rate (jobs per second per queue), like 5.');
+  const from = input.from ?? DEFAULT_RAMP_FROM;
+  if (!(from > 0)) throw new UsageError('--from must be a positive rate (jobs per second per queue), like 5.');
   if (input.queues.length === 0) throw new UsageError('A ramp needs at least one queue; expected --queue Q or --all.');
   const hold = input.holdOnErrors ?? null;
   if (hold !== null && !(hold > 0 && hold < 1)) {
@@ -259,7 +270,8 @@ export function buildPlan(input: PlanInput): RampPlan {
   }
   for (const queue of input.queues) {
     if (!(queue.to > 0)) throw new UsageError(`--to must be a positive rate; queue ${queue.name} would ramp to ${queue.to}.`);
-    if (input.from > queue.to) {
+    // The default start is lowered to a queue's end rate (rateAt); a --from given is checked.
+    if (input.from !== undefined && input.from > queue.to) {
       throw new UsageError(
         `--from ${input.from}/s is above queue ${queue.name}'s target of ${round(queue.to)}/s; expected --from at most --to.`,
       );
@@ -272,7 +284,7 @@ export function buildPlan(input: PlanInput): RampPlan {
     createdBy: input.createdBy,
     startAt: input.now,
     durationMs: input.durationMs,
-    from: input.from,
+    from,
     curve,
     staggerMs,
     holdOnErrors: hold,

@@ -20,7 +20,7 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
     .option('--queue <name>', 'a queue to resume (repeatable, or comma-separated; a ramp starts them in this order)', listArg)
     .option('--all', 'every queue under the prefix (a ramp starts them in name order)')
     .option('--ramp <duration>', 'ramp each queue up over this long, e.g. 10m', durationArg)
-    .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m (default: 1/s)', rateArg)
+    .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m (default: 1/s, or a queue\'s lower end rate)', rateArg)
     .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit)", rateArg)
     .addOption(new Option('--curve <curve>', 'shape of the ramp; exponential starts slowly (default: linear)').choices([...RAMP_CURVES]))
     .option('--stagger <duration>', 'start the queues one after another, this far apart', durationArg)
@@ -88,10 +88,10 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
         for (const warning of started.warnings) process.stderr.write(`warning: ${warning}\n`);
         if (!ctx.json) {
           if (started.replaced) {
-            const { leftAtCurrentLimits: kept, leftPaused: paused } = started;
+            const { leftRunning: running, leftPaused: paused } = started;
             ctx.print(
               `replaced ramp ${started.replaced.id}` +
-                (kept.length ? `; ${kept.join(', ')} keep the limits in force now` : '') +
+                (running.length ? `; ${running.join(', ')} left it with the limits they would have had after it` : '') +
                 (paused.length
                   ? `; ${paused.join(', ')} had not started and stay paused (resume them with \`effects resume ${paused.map((n) => `--queue ${n}`).join(' ')}\`)`
                   : ''),

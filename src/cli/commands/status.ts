@@ -127,15 +127,18 @@ function render(report: StatusReport, ctx: CommandContext): string {
 }
 
 /**
- * Rows owed while no queue holds a job to run them: what a Redis that lost its data (or a mistyped
- * prefix) looks like. Said here because the queue table alone shows only zeros.
+ * Effects whose pending rows have no job to run them in their queue: what a Redis that lost its data
+ * looks like (or a worker that died before its done-marks landed, or a mistyped prefix). Said here
+ * because the queue table alone shows only zeros.
  */
 function lostJobsHint(report: StatusReport, chalk: CommandContext['chalk']): string {
-  const pending = report.ledger?.reduce((sum, l) => sum + l.pending, 0) ?? 0;
-  const queued = report.queues.reduce((sum, q) => sum + q.waiting + q.active + q.delayed, 0);
-  if (pending === 0 || queued > 0) return '';
+  const queued = new Map(report.queues.map((q) => [q.name, q.waiting + q.active + q.delayed]));
+  const stranded = (report.ledger ?? []).filter((l) => l.pending > 0 && !queued.get(l.effect));
+  if (stranded.length === 0) return '';
+  const pending = stranded.reduce((sum, l) => sum + l.pending, 0);
   return chalk.yellow(
-    `${pending} ledger row(s) pending, but no queue holds a waiting, active or delayed job. If Redis lost its data, \`effects rebuild --since <when it happened>\` queues them again; otherwise check --prefix.`,
+    `${pending} pending ledger row(s) of ${stranded.map((l) => l.effect).join(', ')} have no waiting, active or delayed job in their queue. ` +
+      '`effects rebuild --since <when it went wrong>` queues what Redis lost and settles rows whose jobs completed; if nothing was lost, check --prefix.',
   );
 }
 
