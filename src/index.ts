@@ -1,9 +1,9 @@
 export { defineConfig, defineEffect } from './config/define.js';
-export type { EffectsConfig, EffectDefinition, EffectContext, Task, RateLimit, BackoffSetting } from './config/types.js';
+export type { EffectsConfig, EffectDefinition, EffectContext, EventOf, Task, RateLimit, BackoffSetting } from './config/types.js';
 export { validateConfig } from './config/schema.js';
 export { resolveSettings, type Settings, type ResolvedEffect, type ConnectionFlags } from './config/settings.js';
 export { loadConfigFile, findConfigFile } from './config/load.js';
-export { createEffects, type Effects, type EmitOptions, type EmitResult } from './core/effects.js';
+export { createEffects, type Effects, type EmitOptions, type EmitResult, type EventId } from './core/effects.js';
 export { Runtime } from './core/runtime.js';
 export { createLogger } from './core/logger.js';
 export * from './core/errors.js';

@@ -1,11 +1,14 @@
 import type { EffectDefinition, EffectsConfig } from './types.js';
 
-/** Declares the app's effects and connections; identity at runtime, typed for the editor. */
-export function defineConfig(config: EffectsConfig): EffectsConfig {
+/**
+ * Declares the app's effects and connections; identity at runtime, typed for the editor. The event
+ * names in `on` keep their literal types, so `createEffects(config).emit` accepts only those.
+ */
+export function defineConfig<const C extends EffectsConfig>(config: C): C {
   return config;
 }
 
-/** Declares one effect; identity at runtime, typed for the editor. */
-export function defineEffect(definition: EffectDefinition): EffectDefinition {
+/** Declares one effect; identity at runtime, typed for the editor (its `on` events as literals). */
+export function defineEffect<const E extends string>(definition: EffectDefinition<E>): EffectDefinition<E> {
   return definition;
 }

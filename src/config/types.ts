@@ -37,11 +37,12 @@ export interface RateLimit {
   per: string | number;
 }
 
-export interface EffectDefinition {
+/** `E`: the event names of `on`, as literals where `defineEffect` or `defineConfig` infers them. */
+export interface EffectDefinition<E extends string = string> {
   /** Unique name; also the BullMQ queue name. May not contain `:`. */
   name: string;
   /** The event (or events) that owe this effect. */
-  on: string | string[];
+  on: E | readonly E[];
   /** Runs the effect. Throw to retry. */
   run: (task: Task, ctx: EffectContext) => Promise<unknown> | unknown;
   /**
@@ -116,5 +117,17 @@ export interface EffectsConfig {
     completedAge?: string | number;
     failedAge?: string | number;
   };
-  effects: EffectDefinition[];
+  effects: readonly EffectDefinition[];
 }
+
+/**
+ * The events a config's effects are owed on: a union of literals for a config written with
+ * `defineConfig` (or `defineEffect`), `string` for one typed as `EffectsConfig`.
+ */
+export type EventOf<C extends EffectsConfig> = C['effects'][number]['on'] extends infer On
+  ? On extends readonly (infer E extends string)[]
+    ? E
+    : On extends string
+      ? On
+      : string
+  : string;

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { assertDatabaseUrl, assertRedisSetting } from '../config/connection-urls.js';
 import { validateConfig } from '../config/schema.js';
 import { connectionSecrets, resolveSettings, type ConnectionFlags } from '../config/settings.js';
-import type { EffectsConfig } from '../config/types.js';
+import type { EffectsConfig, EventOf } from '../config/types.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { pushRows, type PushableRow } from '../queue/push.js';
 import { MAX_TASK_FIELD_LENGTH } from '../worker/task-function.js';
@@ -27,13 +27,14 @@ export interface EmitResult {
   effects: string[];
 }
 
-export interface Effects {
+/** `E`: the events `emit` accepts, the config's own where its types say (see `EventOf`). */
+export interface Effects<E extends string = string> {
   /**
    * Records which effects `event` owes for `id`, then pushes one thin task per effect. With a
    * transaction, the push waits for its commit; a rollback leaves neither row nor job. A failed push
    * is logged, not thrown: the rows stay pending and the scheduler's rebuild enqueues them.
    */
-  emit(event: string, id: EventId, options?: EmitOptions): Promise<EmitResult>;
+  emit(event: E, id: EventId, options?: EmitOptions): Promise<EmitResult>;
   /**
    * Waits for pushes still in flight (at most the push timeout), then closes the connections this
    * object opened. `emit` throws afterwards; rows of a transaction that commits later stay pending
@@ -58,7 +59,7 @@ export interface CreateEffectsOptions extends RuntimeOptions {
   pushTimeoutMs?: number;
 }
 
-export function createEffects(config: EffectsConfig, options: CreateEffectsOptions = {}): Effects {
+export function createEffects<C extends EffectsConfig>(config: C, options: CreateEffectsOptions = {}): Effects<EventOf<C>> {
   const settings = resolveSettings(validateConfig(config), options.flags);
   // At start-up, not at the first emit: a bad URL would otherwise show only as a warning per push
   // while the rows pile up for the scheduler.
