@@ -246,6 +246,21 @@ describe('rebuild', () => {
     expect(seconds).toBeGreaterThan(0.7);
   });
 
+  it('status and poison list under a prefix that holds nothing write nothing there (a mistyped --prefix)', async () => {
+    const typo = `${services.prefix}_typo`;
+    const args = ['--config', configFile, '--prefix', typo, '--schema', services.schema];
+    const [status, poison] = await Promise.all([runCli([...args, 'status', '--json']), runCli([...args, 'poison', 'list', '--json'])]);
+    const written = await services.redis.keys(`${typo}:*`);
+    await deleteKeys(services.redis, `${typo}:*`);
+    expect(written).toEqual([]);
+    expect(status.code, status.stderr).toBe(0);
+    expect(JSON.parse(status.stdout).queues.map((q: { name: string; waiting: number }) => [q.name, q.waiting])).toEqual([
+      ['notify-crm', 0],
+      ['send-email', 0],
+    ]);
+    expect(poison.code, poison.stderr).toBe(0);
+  });
+
   it('stops when interrupted, reports what it did, records it, and a re-run enqueues the rest', async () => {
     const ids = Array.from({ length: 100 }, (_, i) => `stopped-${i}`);
     await owe(ids, 40 * 86_400_000);

@@ -334,6 +334,8 @@ async function ledgerRowOf(
 }
 
 async function countFailed(runtime: Runtime, queues: readonly string[]): Promise<number> {
-  const counts = await Promise.all(queues.map((queue) => runtime.queues.get(queue).getFailedCount()));
+  // Read from the set itself: a BullMQ Queue object would write the meta hash of a queue that does not exist.
+  const keys = redisKeys(runtime.settings.prefix);
+  const counts = await Promise.all(queues.map((queue) => runtime.redis.zcard(keys.queue(queue, 'failed'))));
   return counts.reduce((sum, n) => sum + n, 0);
 }

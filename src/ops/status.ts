@@ -43,8 +43,10 @@ const RECENT_OPERATIONS = 5;
 export async function getStatus(runtime: Runtime, options: { now?: number } = {}): Promise<StatusReport> {
   const now = options.now ?? Date.now();
   await runtime.assertReachable({ redis: true });
-  const names = await listQueues(runtime);
-  const queues = await Promise.all(names.map((name) => queueStatus(runtime, name, now)));
+  const { names, inRedis } = await queuesOf(runtime);
+  // A configured queue that Redis does not hold is shown empty without opening it: opening a BullMQ
+  // Queue writes its meta hash, and a status (under a mistyped --prefix, say) must write nothing.
+  const queues = await Promise.all(names.map((name) => (inRedis.has(name) ? queueStatus(runtime, name, now) : emptyQueue(name))));
   // The ledger is optional here: queues are worth showing without it, with the reason it is missing.
   let ledgerProblem: string | null = null;
   let dbReachable = true;
@@ -70,8 +72,29 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */
 export async function listQueues(runtime: Runtime): Promise<string[]> {
-  const discovered = await discoverQueues(runtime.redis, runtime.settings.prefix);
-  return [...new Set([...runtime.effectsByName.keys(), ...discovered])].sort();
+  return (await queuesOf(runtime)).names;
+}
+
+/** `listQueues`, and which of them Redis holds (a configured queue may not exist yet). */
+async function queuesOf(runtime: Runtime): Promise<{ names: string[]; inRedis: Set<string> }> {
+  const inRedis = new Set(await discoverQueues(runtime.redis, runtime.settings.prefix));
+  return { names: [...new Set([...runtime.effectsByName.keys(), ...inRedis])].sort(), inRedis };
+}
+
+function emptyQueue(name: string): QueueStatus {
+  return {
+    name,
+    waiting: 0,
+    active: 0,
+    delayed: 0,
+    failed: 0,
+    poison: 0,
+    completed: 0,
+    paused: false,
+    oldestWaitingMs: null,
+    globalConcurrency: null,
+    rateLimit: null,
+  };
 }
 
 async function queueStatus(runtime: Runtime, name: string, now: number): Promise<QueueStatus> {
