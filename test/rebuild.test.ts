@@ -246,10 +246,14 @@ describe('rebuild', () => {
     expect(seconds).toBeGreaterThan(0.7);
   });
 
-  it('status and poison list under a prefix that holds nothing write nothing there (a mistyped --prefix)', async () => {
+  it('status and poison list / show under a prefix that holds nothing write nothing there (a mistyped --prefix)', async () => {
     const typo = `${services.prefix}_typo`;
     const args = ['--config', configFile, '--prefix', typo, '--schema', services.schema];
-    const [status, poison] = await Promise.all([runCli([...args, 'status', '--json']), runCli([...args, 'poison', 'list', '--json'])]);
+    const [status, poison, show] = await Promise.all([
+      runCli([...args, 'status', '--json']),
+      runCli([...args, 'poison', 'list', '--json']),
+      runCli([...args, 'poison', 'show', 'notify-crm', 'ledger-1']),
+    ]);
     const written = await services.redis.keys(`${typo}:*`);
     await deleteKeys(services.redis, `${typo}:*`);
     expect(written).toEqual([]);
@@ -259,6 +263,8 @@ describe('rebuild', () => {
       ['send-email', 0],
     ]);
     expect(poison.code, poison.stderr).toBe(0);
+    expect(show.code).toBe(1);
+    expect(show.stderr).toContain('No job "ledger-1" in queue "notify-crm"');
   });
 
   it('stops when interrupted, reports what it did, records it, and a re-run enqueues the rest', async () => {

@@ -127,7 +127,7 @@ export function validateConfig(input: unknown, source?: string): EffectsConfig {
   // Checked on the raw input, not only after a clean parse: every error at once includes duplicates.
   issues.push(...duplicateNames(input));
   if (issues.length || !result.success) throw new ConfigError(issues, source);
-  return result.data as unknown as EffectsConfig;
+  return result.data as EffectsConfig;
 }
 
 /** The closest known key, when it is close enough to be a typo rather than a different word. */

@@ -42,7 +42,7 @@ export interface EffectDefinition<E extends string = string> {
   /** Unique name; also the BullMQ queue name. May not contain `:`. */
   name: string;
   /** The event (or events) that owe this effect. */
-  on: E | readonly E[];
+  on: E | E[];
   /** Runs the effect. Throw to retry. */
   run: (task: Task, ctx: EffectContext) => Promise<unknown> | unknown;
   /**
@@ -62,7 +62,8 @@ export interface EffectDefinition<E extends string = string> {
   rateLimit?: RateLimit;
 }
 
-export interface EffectsConfig {
+/** `E`: the events its effects are owed on, as literals where `defineConfig` infers them. */
+export interface EffectsConfig<E extends string = string> {
   /**
    * Redis URL; with `redisCluster`, one or more seed nodes' URLs, comma-separated.
    * @defaultValue `redis://127.0.0.1:6379`
@@ -117,17 +118,11 @@ export interface EffectsConfig {
     completedAge?: string | number;
     failedAge?: string | number;
   };
-  effects: readonly EffectDefinition[];
+  effects: EffectDefinition<E>[];
 }
 
 /**
  * The events a config's effects are owed on: a union of literals for a config written with
  * `defineConfig` (or `defineEffect`), `string` for one typed as `EffectsConfig`.
  */
-export type EventOf<C extends EffectsConfig> = C['effects'][number]['on'] extends infer On
-  ? On extends readonly (infer E extends string)[]
-    ? E
-    : On extends string
-      ? On
-      : string
-  : string;
+export type EventOf<C> = C extends EffectsConfig<infer E> ? E : string;

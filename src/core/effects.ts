@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { assertDatabaseUrl, assertRedisSetting } from '../config/connection-urls.js';
 import { validateConfig } from '../config/schema.js';
 import { connectionSecrets, resolveSettings, type ConnectionFlags } from '../config/settings.js';
-import type { EffectsConfig, EventOf } from '../config/types.js';
+import type { EffectsConfig } from '../config/types.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { pushRows, type PushableRow } from '../queue/push.js';
 import { MAX_TASK_FIELD_LENGTH } from '../worker/task-function.js';
@@ -59,7 +59,7 @@ export interface CreateEffectsOptions extends RuntimeOptions {
   pushTimeoutMs?: number;
 }
 
-export function createEffects<C extends EffectsConfig>(config: C, options: CreateEffectsOptions = {}): Effects<EventOf<C>> {
+export function createEffects<E extends string = string>(config: EffectsConfig<E>, options: CreateEffectsOptions = {}): Effects<E> {
   const settings = resolveSettings(validateConfig(config), options.flags);
   // At start-up, not at the first emit: a bad URL would otherwise show only as a warning per push
   // while the rows pile up for the scheduler.

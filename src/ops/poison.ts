@@ -268,15 +268,17 @@ export async function showPoison(
 ): Promise<PoisonDetail> {
   await runtime.assertReachable({ redis: true });
   await resolveQueues(runtime, [queueName]);
-  const queue = runtime.queues.get(queueName);
-  const job = await queue.getJob(jobId);
-  if (!job) {
+  const keys = redisKeys(runtime.settings.prefix);
+  // Asked before opening the queue: a BullMQ Queue object writes the meta hash of a queue that does not exist.
+  const exists = (await runtime.redis.exists(keys.job(queueName, jobId))) === 1;
+  const queue = exists ? runtime.queues.get(queueName) : undefined;
+  const job = queue ? await queue.getJob(jobId) : undefined;
+  if (!queue || !job) {
     throw new NotFoundError(
       `No job "${jobId}" in queue "${queueName}" (it may have been removed by retention, a discard, or never existed).`,
       `List poison pills with \`effects poison list --queue ${queueName}\`.`,
     );
   }
-  const keys = redisKeys(runtime.settings.prefix);
   const [state, logs, replays, delayedScore] = await Promise.all([
     job.getState(),
     queue.getJobLogs(jobId, 0, 49),

@@ -3,7 +3,7 @@ import type { Runtime } from '../core/runtime.js';
 import { EffectsError, UsageError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
-import { applyLimits, readLimits, type QueueLimits } from '../queue/limits.js';
+import { applyLimits, isPaused, readLimits, type QueueLimits } from '../queue/limits.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
   buildPlan,
@@ -239,7 +239,7 @@ export async function getRampStatus(runtime: Runtime, options: { now?: number } 
       const limit = limitAt(plan, queue, at);
       const [applied, paused] = await Promise.all([
         readLimits(runtime.redis, runtime.settings.prefix, queue.name),
-        runtime.queues.get(queue.name).isPaused(),
+        isPaused(runtime.redis, runtime.settings.prefix, queue.name),
       ]);
       return {
         name: queue.name,

@@ -18,6 +18,14 @@ export async function readLimits(redis: RedisClient, prefix: string, queue: stri
   };
 }
 
+/**
+ * Whether a queue is paused, by BullMQ's own mark in its meta hash, read without opening a BullMQ
+ * Queue (which writes the meta hash, creating it for a queue that does not exist).
+ */
+export async function isPaused(redis: RedisClient, prefix: string, queue: string): Promise<boolean> {
+  return (await redis.hexists(redisKeys(prefix).queue(queue, 'meta'), 'paused')) === 1;
+}
+
 /** Puts `limits` in force on a queue (null removes a limit), then wakes idle workers if they were raised. */
 export async function applyLimits(
   queues: QueueRegistry,
