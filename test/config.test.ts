@@ -8,6 +8,7 @@ import { findConfigFile, loadConfigFile } from '../src/config/load.js';
 import { validateConfig } from '../src/config/schema.js';
 import { DEFAULTS, resolveSettings } from '../src/config/settings.js';
 import { ConfigError, ExitCode, UsageError } from '../src/core/errors.js';
+import { Runtime } from '../src/core/runtime.js';
 import { createEffects } from '../src/core/effects.js';
 import { DATABASE_URL, ROOT, namespaceFor, runCli } from './helpers.js';
 
@@ -106,6 +107,24 @@ describe('createEffects', () => {
     // The password never shows, even in a value that is not a URL.
     expect(() => createEffects({ effects }, { flags: { db: 'app:s3cret@db.internal/app' } })).toThrow(/Not a PostgreSQL URL/);
     expect(() => createEffects({ effects }, { flags: { db: 'app:s3cret@db.internal/app' } })).not.toThrow(/s3cret/);
+  });
+});
+
+describe('Runtime.assertReachable', () => {
+  it('refuses a malformed database URL before checking Redis, leaving no check running unawaited', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const runtime = new Runtime(resolveSettings(undefined, { redis: 'redis://127.0.0.1:1', db: 'notaurl' }, {}));
+    try {
+      await expect(runtime.assertReachable({ redis: true, db: true })).rejects.toThrow('Not a PostgreSQL URL: notaurl.');
+      // A refused connection answers within milliseconds; an unawaited check would reject meanwhile.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await runtime.close();
+    }
   });
 });
 

@@ -79,9 +79,12 @@ export class Runtime {
 
   /** Fails fast (exit 1 in the CLI) when a needed server is down, naming it without its password. */
   async assertReachable(needs: { redis?: boolean; db?: boolean }): Promise<void> {
+    // Both connections first: a malformed URL throws here, before a check is left running unawaited.
+    const redis = needs.redis ? this.redis : undefined;
+    const db = needs.db ? this.db : undefined;
     const checks: Promise<void>[] = [];
-    if (needs.redis) checks.push(assertRedisReachable(this.redis, this.redisTarget));
-    if (needs.db) checks.push(this.assertDbReachable(this.db));
+    if (redis) checks.push(assertRedisReachable(redis, this.redisTarget));
+    if (db) checks.push(this.assertDbReachable(db));
     const results = await Promise.allSettled(checks);
     const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failures.length) throw failures[0].reason;
