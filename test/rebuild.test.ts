@@ -249,8 +249,9 @@ describe('rebuild', () => {
   it('status and poison list / show under a prefix that holds nothing write nothing there (a mistyped --prefix)', async () => {
     const typo = `${services.prefix}_typo`;
     const args = ['--config', configFile, '--prefix', typo, '--schema', services.schema];
-    const [status, poison, show] = await Promise.all([
+    const [status, table, poison, show] = await Promise.all([
       runCli([...args, 'status', '--json']),
+      runCli([...args, 'status']),
       runCli([...args, 'poison', 'list', '--json']),
       runCli([...args, 'poison', 'show', 'notify-crm', 'ledger-1']),
     ]);
@@ -262,6 +263,8 @@ describe('rebuild', () => {
       ['notify-crm', 0],
       ['send-email', 0],
     ]);
+    expect(JSON.parse(status.stdout).queues.every((q: { exists: boolean }) => !q.exists)).toBe(true);
+    expect(table.stdout).toContain(`None of these queues exists in Redis under prefix "${typo}": check --prefix`);
     expect(poison.code, poison.stderr).toBe(0);
     expect(show.code).toBe(1);
     expect(show.stderr).toContain('No job "ledger-1" in queue "notify-crm"');

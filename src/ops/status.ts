@@ -22,6 +22,8 @@ export interface QueueStatus {
   /** Fleet-wide limits from the queue's meta hash; null when unlimited. */
   globalConcurrency: number | null;
   rateLimit: { max: number; durationMs: number } | null;
+  /** False for a configured queue that Redis does not hold (no job was ever pushed, or Redis lost it). */
+  exists: boolean;
 }
 
 export interface StatusReport {
@@ -94,6 +96,7 @@ function emptyQueue(name: string): QueueStatus {
     oldestWaitingMs: null,
     globalConcurrency: null,
     rateLimit: null,
+    exists: false,
   };
 }
 
@@ -120,5 +123,6 @@ async function queueStatus(runtime: Runtime, name: string, now: number): Promise
     oldestWaitingMs: oldestTimestamp ? Math.max(0, now - Number(oldestTimestamp)) : null,
     globalConcurrency: concurrency ? Number(concurrency) : null,
     rateLimit: max && duration ? { max: Number(max), durationMs: Number(duration) } : null,
+    exists: true,
   };
 }

@@ -123,7 +123,12 @@ function render(report: StatusReport, ctx: CommandContext): string {
         chalk,
       )
     : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
-  return [queues, ramp, ledger, lostJobsHint(report, chalk), operations].filter(Boolean).join('\n\n');
+  const noneInRedis = report.queues.every((q) => !q.exists)
+    ? chalk.yellow(
+        `None of these queues exists in Redis under prefix "${ctx.settings.prefix}": check --prefix (a new deployment's queues appear with their first job).`,
+      )
+    : '';
+  return [queues, ramp, ledger, noneInRedis, lostJobsHint(report, chalk), operations].filter(Boolean).join('\n\n');
 }
 
 /**
