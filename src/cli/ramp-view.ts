@@ -9,12 +9,13 @@ import { table } from './render.js';
 const CHART_WIDTH = 60;
 
 export const clock = (t: number) => new Date(t).toISOString().slice(11, 19);
-const rate = (r: number) =>
+/** Jobs per second for people: whole numbers as they are, fractions to three significant digits or so. */
+export const formatRate = (r: number) =>
   Number.isInteger(r) ? String(r) : r >= 100 ? r.toFixed(0) : r >= 10 ? r.toFixed(1) : r.toFixed(2);
 
 /** A BullMQ rate limit as jobs per second (`50/s`), the unit ramps and `--rate` speak. */
 export function perSecond(rateLimit: NonNullable<QueueLimits['rateLimit']>): string {
-  return `${rate(limitRate(rateLimit))}/s`;
+  return `${formatRate(limitRate(rateLimit))}/s`;
 }
 
 /** `17 per 200ms (85/s), conc 4`, or `unlimited`. */
@@ -29,9 +30,9 @@ export function formatLimits(limits: QueueLimits): string {
 
 /** One line: the plan in words. */
 export function describePlan(plan: RampPlan): string {
-  const tos = [...new Set(plan.queues.map((q) => rate(q.to)))];
+  const tos = [...new Set(plan.queues.map((q) => formatRate(q.to)))];
   return [
-    `${plan.curve} ${rate(plan.from)}/s -> ${tos.length === 1 ? tos[0] : `${tos.length} targets`}/s per queue over ${formatDuration(plan.durationMs)}`,
+    `${plan.curve} ${formatRate(plan.from)}/s -> ${tos.length === 1 ? tos[0] : `${tos.length} targets`}/s per queue over ${formatDuration(plan.durationMs)}`,
     plan.staggerMs ? `stagger ${formatDuration(plan.staggerMs)}` : '',
     plan.holdOnErrors !== null ? `holds while failures > ${Number((plan.holdOnErrors * 100).toFixed(2))}%` : '',
   ]
@@ -79,10 +80,10 @@ export function renderRampStatus(status: RampStatus, chalk: ChalkInstance): stri
       status.queues.map((q) => [
         q.name,
         q.phase === 'ramping' ? chalk.green(q.phase) : q.phase,
-        q.phase === 'pending' ? '-' : rate(q.rate),
+        q.phase === 'pending' ? '-' : formatRate(q.rate),
         formatLimits(q.applied),
         q.paused ? chalk.yellow('paused') : '-',
-        rate(q.to),
+        formatRate(q.to),
         `${formatLimits(q.after)} (${q.afterSource === 'config' ? 'config' : 'as before'})`,
         clock(q.startsAt),
         clock(q.endsAt),
@@ -109,7 +110,7 @@ export function renderCurve(plan: RampPlan, now: number): string {
     'jobs/s (all queues)',
     asciiChart(
       samples.map((s) => s.rate),
-      { doneColumns, formatY: (v) => rate(v), xLabels: [clock(start), clock(end)] },
+      { doneColumns, formatY: (v) => formatRate(v), xLabels: [clock(start), clock(end)] },
     ),
   ].join('\n');
 }
@@ -119,7 +120,7 @@ export function progressLine(status: RampStatus): string {
   const { plan } = status;
   if (!plan) return 'ramp ended';
   const running = status.queues.filter((q) => q.phase !== 'pending');
-  const rates = running.length ? `${running.map((q) => `${q.name} ${rate(q.rate)}/s`).join(', ')}` : 'no queue started yet';
+  const rates = running.length ? `${running.map((q) => `${q.name} ${formatRate(q.rate)}/s`).join(', ')}` : 'no queue started yet';
   const pending = status.queues.length - running.length;
   return [
     `ramp ${Math.round(planProgress(plan, status.now) * 100)}%`,

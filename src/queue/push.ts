@@ -5,6 +5,12 @@ import { jobOptionsFor } from './queues.js';
 import type { Task } from '../config/types.js';
 
 /** What a job is made of: the row's id (for the job id), its event and event id, its effect (the queue). */
+/**
+ * Longest event name or id a thin task may carry: a pointer, not a payload. `emit` refuses longer
+ * ones; the worker fails a job that carries one as a poison pill.
+ */
+export const MAX_TASK_FIELD_LENGTH = 1000;
+
 export type PushableRow = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>;
 
 /**

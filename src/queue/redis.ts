@@ -4,7 +4,7 @@ import { assertRedisSetting, redisSeedUrls } from '../config/connection-urls.js'
 import { ConnectionError, UsageError } from '../core/errors.js';
 import { redactUrl } from '../core/redact.js';
 
-export type { Redis, Cluster };
+export type { Redis };
 
 /** A connection to one Redis server or to a Redis Cluster: every module takes either. */
 export type RedisClient = Redis | Cluster;

@@ -7,6 +7,7 @@ import type { Runtime } from '../core/runtime.js';
 import type { LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { rowIdFromJobId } from '../queue/keys.js';
+import { MAX_TASK_FIELD_LENGTH } from '../queue/push.js';
 import type { LedgerBatcher } from './ledger-batcher.js';
 
 export type Outcome = { status: 'done' } | { status: 'skipped'; reason: string };
@@ -15,8 +16,6 @@ export interface TaskHooks {
   onPoison?(job: Job, effect: ResolvedEffect, error: Error): void;
 }
 
-/** Longest event name or id a thin task may carry: a pointer, not a payload. */
-export const MAX_TASK_FIELD_LENGTH = 1000;
 
 /**
  * A task is exactly `{ event, id }`: two non-empty strings (a numeric id is accepted and

@@ -6,7 +6,7 @@ import { CommandContext } from '../context.js';
 import { age, count, table } from '../render.js';
 import { durationArg } from '../parsers.js';
 import { renderOperations } from './ops.js';
-import { perSecond } from '../ramp-view.js';
+import { formatRate, perSecond } from '../ramp-view.js';
 import { formatDuration } from '../../core/duration.js';
 import { ConnectionError, UsageError } from '../../core/errors.js';
 import { sleep } from '../../core/sleep.js';
@@ -153,4 +153,3 @@ function renderRamp(ramp: RampSummary, chalk: CommandContext['chalk']): string {
   return `${chalk.bold('ramp')} ${Math.round(ramp.progress * 100)}%, ${state} (${rates}); details: effects ramp status`;
 }
 
-const formatRate = (rate: number) => (rate >= 10 || Number.isInteger(rate) ? String(Math.round(rate)) : rate.toFixed(1));
