@@ -105,7 +105,7 @@ describe('pending_since', () => {
       await expect(refusal).rejects.toMatchObject({ hint: expect.stringContaining('`effects migrate`') });
 
       const migratedFrom = Date.now();
-      expect((await migrate(services.db, schema)).applied).toEqual(['004_pending_since']);
+      expect((await migrate(services.db, schema)).applied).toEqual(['004_pending_since', '005_queue_config']);
       await assertMigrated(services.db, schema);
       const rows = await ledger(schema).select('status', services.db.raw('pending_since = created_at as same'), 'pending_since').orderBy('id');
       // Pending rows, the ones a rebuild reads, keep their emit time; the others the migration's,
@@ -122,7 +122,8 @@ describe('pending_since', () => {
 
       // Rolled back, the ledger is as 003 left it.
       await services.db.migrate.down(migratorConfig(schema));
-      expect(await pendingMigrations(services.db, schema)).toEqual(['004_pending_since']);
+      await services.db.migrate.down(migratorConfig(schema));
+      expect(await pendingMigrations(services.db, schema)).toEqual(['004_pending_since', '005_queue_config']);
       expect(await services.db.schema.withSchema(schema).hasColumn('ledger', 'pending_since')).toBe(false);
       expect(await indexes()).toEqual(['ledger_by_effect_status', 'ledger_by_event', 'ledger_pending_by_created', 'ledger_pkey']);
     } finally {

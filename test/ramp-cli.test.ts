@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QueueSettings } from '../src/ledger/queue-settings.js';
 import { readLimits } from '../src/queue/limits.js';
+import type { QueueConfig } from '../src/queue/queues.js';
 import { runCli, setupServices, type TestServices } from './helpers.js';
 
 // Run `npm run build` first: these spawn the built binary.
@@ -169,6 +171,32 @@ describe('effects pause / resume / ramp (CLI)', () => {
       const json = JSON.parse(result.stdout);
       expect(json).toMatchObject({ outcome: 'detached', operationId: null, auditSkipped: expect.stringMatching(/PostgreSQL/) });
       expect(result.stderr).toMatch(/warning: no audit record written/);
+    } finally {
+      await cli('ramp', 'cancel');
+    }
+  });
+
+  it('without a config file, ramps to the rate limits the workers last started with; without the database, asks for --to', async () => {
+    await new Queue('cli-recorded', { connection: services.redis, prefix: services.prefix }).add('x', {});
+    const recorded: QueueConfig = {
+      attempts: 3,
+      backoff: { type: 'fixed', delay: 10, jitter: 0 },
+      retention: { completedAgeMs: 1000, failedAgeMs: 1000 },
+      rateLimit: { max: 25, durationMs: 1000 },
+      globalConcurrency: 4,
+    };
+    await new QueueSettings(services.db, services.schema).recordConfigs(new Map([['cli-recorded', recorded]]));
+    const withoutDb = await runCli([...base, '--db', 'postgres://postgres@127.0.0.1:1/nowhere', 'resume', '--queue', 'cli-recorded', '--ramp', '1m']);
+    expect(withoutDb.code).toBe(2);
+    expect(withoutDb.stderr).toMatch(/--to is needed: queue\(s\) cli-recorded have no configured rate limit/);
+    expect(withoutDb.stderr).toMatch(/or --config: without a config file the rate limits come from the ledger database, which is unreachable/);
+
+    const result = await cli('resume', '--queue', 'cli-recorded', '--ramp', '1m', '--detach', '--json');
+    try {
+      expect(result.stderr).not.toMatch(/error/i);
+      expect(result.code).toBe(0);
+      const [queue] = JSON.parse(result.stdout).ramp.queues;
+      expect(queue).toMatchObject({ name: 'cli-recorded', to: 25, after: { rateLimit: { max: 25, durationMs: 1000 }, concurrency: 4 } });
     } finally {
       await cli('ramp', 'cancel');
     }

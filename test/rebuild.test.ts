@@ -307,6 +307,64 @@ describe('rebuild', () => {
   });
 });
 
+describe('rebuild without a config file (an operator machine after a Redis wipe)', () => {
+  it('makes jobs and puts limits back as the workers last started them; the defaults only for effects no worker recorded', async () => {
+    const services = await setupServices('rebuild-no-config');
+    const emptyDir = await fs.mkdtemp(path.join(os.tmpdir(), 'effects-rebuild-no-config-'));
+    try {
+      await services.migrate();
+      // A worker's start records its queues' config in the ledger database.
+      const started = await startWorker(services.runtime({ effects: definitions, retention: { completedAge: '2h' } }));
+      await started.close({ timeoutMs: 1000 });
+      const emittedAt = new Date(Date.now() - 60_000);
+      const rows = (await services.db
+        .withSchema(services.schema)
+        .table('ledger')
+        .insert(
+          ['send-email', 'notify-crm', 'legacy-effect'].map((effect) => ({
+            event: 'order_placed',
+            event_id: 'no-config-1',
+            effect,
+            created_at: emittedAt,
+            pending_since: emittedAt,
+          })),
+        )
+        .returning(['id', 'effect'])) as Array<{ id: string; effect: string }>;
+      await deleteKeys(services.redis, `${services.prefix}:*`);
+
+      const cli = (args: string[]) =>
+        runCli(['--prefix', services.prefix, '--schema', services.schema, 'rebuild', '--since', '1h', ...args], {
+          cwd: emptyDir,
+          env: { EFFECTS_REDIS_URL: services.redisUrl, EFFECTS_DATABASE_URL: services.databaseUrl },
+        });
+      const dryRun = await cli(['--dry-run']);
+      expect(dryRun.stdout).toContain(
+        'jobs of legacy-effect would get the default job options (10 attempts, exponential backoff from 1s): no config file defines these effects and no worker has recorded their config',
+      );
+      const run = await cli(['--yes', '--json']);
+      expect(run.stderr).toBe('');
+      const result = JSON.parse(run.stdout);
+      expect(result).toMatchObject({ scanned: 3, enqueued: 3, defaultJobOptions: ['legacy-effect'] });
+      expect(result.restored).toEqual([
+        { queue: 'notify-crm', paused: false, globalConcurrency: 3, rateLimit: { max: 500, durationMs: 1000 } },
+      ]);
+
+      const runtime = services.runtime();
+      const opts = async (effect: string) => {
+        const row = rows.find((r) => r.effect === effect)!;
+        return (await runtime.queues.get(effect).getJob(jobIdForRow(row.id)))?.opts;
+      };
+      expect(await opts('notify-crm')).toMatchObject({ attempts: 1, removeOnComplete: { age: 7200 } });
+      expect(await opts('send-email')).toMatchObject({ attempts: 10, backoff: { type: 'fixed', delay: 10 }, removeOnComplete: { age: 7200 } });
+      expect(await opts('legacy-effect')).toMatchObject({ attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 3600 } });
+      expect(await runtime.queues.get('notify-crm').getGlobalConcurrency()).toBe(3);
+    } finally {
+      await services.cleanup();
+      await fs.rm(emptyDir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('the periodic rebuild schedule', () => {
   it('stops a rebuild in progress when the scheduler is closed, rather than finishing a large window first', async () => {
     const services = await setupServices('scheduler-close');

@@ -105,4 +105,21 @@ export const migrations: Migration[] = [
       await db.raw(`alter table ??.ledger drop column pending_since`, [schema]);
     },
   },
+  {
+    name: '005_queue_config',
+    async up(db, schema) {
+      // The job options and limits the workers last started with: what a rebuild run without the
+      // app's config file (an operator's machine, after a Redis wipe) gives the jobs and queues it
+      // makes, instead of defaults that may allow a third party ten times the configured rate.
+      await db.schema.withSchema(schema).alterTable('queue_settings', (t) => {
+        t.jsonb('config');
+        t.timestamp('config_updated_at', { useTz: true });
+      });
+    },
+    async down(db, schema) {
+      await db.schema.withSchema(schema).alterTable('queue_settings', (t) => {
+        t.dropColumns('config', 'config_updated_at');
+      });
+    },
+  },
 ];

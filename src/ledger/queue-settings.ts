@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import type { QueueConfig } from '../queue/queues.js';
 
 export interface QueueSetting {
   queue: string;
@@ -8,8 +9,9 @@ export interface QueueSetting {
 }
 
 /**
- * Every SQL statement on the queue_settings table: the state an operator gave a queue (paused), kept
- * in the database because Redis may be wiped. pause/resume write it; rebuild re-applies it.
+ * Every SQL statement on the queue_settings table: what a queue's state must outlive Redis, which
+ * may be wiped, and the processes without the app's config: the paused state an operator gave it
+ * (pause/resume write it; rebuild re-applies it), and the config the workers last started with.
  */
 export class QueueSettings {
   constructor(
@@ -31,6 +33,24 @@ export class QueueSettings {
       .merge({ paused, updated_by: actor ?? null, updated_at: this.db.fn.now() });
   }
 
+  /**
+   * Records the config the worker runs each queue with (the last worker started wins, as in a
+   * rolling deploy); the paused state is left as it is.
+   */
+  async recordConfigs(configs: ReadonlyMap<string, QueueConfig>): Promise<void> {
+    if (configs.size === 0) return;
+    const rows = [...configs].map(([queue, config]) => ({ queue, config: JSON.stringify(config), config_updated_at: this.db.fn.now() }));
+    await this.table().insert(rows).onConflict('queue').merge(['config', 'config_updated_at']);
+  }
+
+  /** The config each queue's workers last started with, for the queues a worker has recorded one. */
+  async configs(): Promise<Map<string, QueueConfig>> {
+    const rows = (await this.table().whereNotNull('config').select('queue', 'config')) as Array<{ queue: string; config: unknown }>;
+    // One written by another version in a shape this one does not read counts as none: defaults
+    // are better than options half understood.
+    return new Map(rows.filter((r) => isQueueConfig(r.config)).map((r) => [r.queue, r.config as QueueConfig]));
+  }
+
   /** Names of the queues an operator left paused. */
   async listPaused(): Promise<string[]> {
     const rows = (await this.table().where({ paused: true }).orderBy('queue').select('queue')) as Array<{ queue: string }>;
@@ -46,4 +66,17 @@ export class QueueSettings {
     }>;
     return rows.map((r) => ({ queue: r.queue, paused: r.paused, updatedBy: r.updated_by, updatedAt: r.updated_at }));
   }
+}
+
+function isQueueConfig(value: unknown): boolean {
+  const c = value as Partial<QueueConfig> | null;
+  return (
+    typeof c === 'object' &&
+    c !== null &&
+    Number.isInteger(c.attempts) &&
+    typeof c.backoff?.type === 'string' &&
+    typeof c.backoff.delay === 'number' &&
+    typeof c.retention?.completedAgeMs === 'number' &&
+    typeof c.retention.failedAgeMs === 'number'
+  );
 }

@@ -128,9 +128,13 @@ export async function auditedIfReachable<T extends object>(
   runtime: Runtime,
   input: AuditInput,
   action: (operationId: string | null, dbAvailable: boolean) => Promise<T>,
-  options: { counts: (result: T) => Record<string, number> },
+  options: {
+    counts: (result: T) => Record<string, number>;
+    /** Why the database is unusable, when the caller has found that out already (no second wait). */
+    unavailable?: string;
+  },
 ): Promise<T & { operationId: string | null; auditSkipped: string | null }> {
-  const unavailable = await auditUnavailable(runtime);
+  const unavailable = options.unavailable ?? (await auditUnavailable(runtime));
   if (unavailable) return { ...(await action(null, false)), operationId: null, auditSkipped: unavailable };
   const result = await audited(runtime, input, (id) => action(id, true), options);
   return { ...result, auditSkipped: null };

@@ -4,6 +4,7 @@ import { EffectsError, UsageError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
 import { applyLimits, isPaused, readLimits, type QueueLimits } from '../queue/limits.js';
+import type { QueueConfig } from '../queue/queues.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
   buildPlan,
@@ -22,7 +23,8 @@ import {
   type RampPlan,
 } from '../ramp/plan.js';
 import { RampStore } from '../ramp/store.js';
-import { auditedIfReachable, defaultActor } from './audit.js';
+import { auditedIfReachable, auditUnavailable, defaultActor } from './audit.js';
+import { queueConfigs } from './restore-queues.js';
 import { selectQueues, type QueueSelection } from './select-queues.js';
 
 export interface StartRampOptions extends QueueSelection {
@@ -92,18 +94,24 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     );
   }
 
-  const missingTo = names.filter((n) => options.to === undefined && !runtime.effectsByName.get(n)?.rateLimit);
+  // Without a config file, the limits the workers last started with, when the ledger database
+  // answers: a ramp needs only Redis, and must work with the database down.
+  const dbUnavailable = runtime.effectsByName.size > 0 ? null : await auditUnavailable(runtime);
+  const configs = dbUnavailable ? new Map<string, QueueConfig>() : await queueConfigs(runtime);
+  const missingTo = names.filter((n) => options.to === undefined && !configs.get(n)?.rateLimit);
   if (missingTo.length) {
     throw new UsageError(
       `--to is needed: queue(s) ${missingTo.join(', ')} have no configured rate limit to ramp to.`,
-      'Pass --to N (jobs per second per queue at the end of the ramp).',
+      dbUnavailable
+        ? `Pass --to N (jobs per second per queue at the end of the ramp), or --config: without a config file the rate limits come from the ledger database, which is unreachable (${dbUnavailable}).`
+        : 'Pass --to N (jobs per second per queue at the end of the ramp).',
     );
   }
 
   const warnings: string[] = [];
   const queues = await Promise.all(
     names.map(async (name) => {
-      const effect = runtime.effectsByName.get(name);
+      const effect = configs.get(name);
       const configuredRate = effect?.rateLimit ? limitRate(effect.rateLimit) : undefined;
       const to = options.to ?? configuredRate!;
       if (configuredRate !== undefined && to > configuredRate) {
@@ -183,7 +191,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
         warnings,
       };
     },
-    { counts: () => ({ queues: names.length }) },
+    { counts: () => ({ queues: names.length }), unavailable: dbUnavailable ?? undefined },
   );
 }
 

@@ -9,7 +9,7 @@ import { jobIdForRow, redisKeys } from '../queue/keys.js';
 import { jobLiveness } from '../queue/liveness.js';
 import { pushRows } from '../queue/push.js';
 import { audited } from './audit.js';
-import { restoreQueueSettings, type RestoredQueue } from './restore-queues.js';
+import { queueConfigs, restoreQueueSettings, type RestoredQueue } from './restore-queues.js';
 
 export interface RebuildOptions {
   /** Rows that became pending (emitted, or replayed) at or after this time (epoch ms). */
@@ -54,6 +54,11 @@ export interface RebuildResult {
   markedDone: number;
   /** Queues whose configured limits or paused state were put back after a Redis wipe. */
   restored: RestoredQueue[];
+  /**
+   * Effects whose jobs got the default job options: neither a config file nor a worker's record
+   * (`QueueSettings.recordConfigs`) describes them.
+   */
+  defaultJobOptions: string[];
   dryRun: boolean;
   /** Stopped by the signal before the end of the window. */
   interrupted: boolean;
@@ -148,10 +153,13 @@ async function scanAndEnqueue(
     redriven: 0,
     markedDone: 0,
     restored: [],
+    defaultJobOptions: [],
     dryRun,
     interrupted: false,
   };
   result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun });
+  const configs = await queueConfigs(runtime);
+  const withDefaults = new Set<string>();
 
   const chunkSize = chunkSizeForRate(options.rate, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
   // Up to a quarter second of catch-up, so a slow moment (a page boundary, a busy Redis) does not
@@ -172,6 +180,8 @@ async function scanAndEnqueue(
     // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
     const redrive = finished.length ? await stillPending(runtime, finished) : [];
     const toEnqueue = redrive.length ? [...missing, ...redrive] : missing;
+    for (const row of toEnqueue) if (!configs.has(row.effect)) withDefaults.add(row.effect);
+    result.defaultJobOptions = [...withDefaults].sort();
     // Rows whose mark is on its way count here too: their job exists, and nothing is added for them.
     result.alreadyQueued += rows.length - toEnqueue.length - settled.size;
 
@@ -191,7 +201,7 @@ async function scanAndEnqueue(
       const finishedInChunk = i + chunk.length > missing.length ? chunk.slice(Math.max(0, missing.length - i)) : [];
       await pushes.add(async () => {
         if (finishedInChunk.length) await removeJobs(runtime, finishedInChunk);
-        await pushRows(runtime, chunk);
+        await pushRows(runtime, chunk, configs);
         result.enqueued += chunk.length;
         options.onProgress?.({ ...result });
       });

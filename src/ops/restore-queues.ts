@@ -3,6 +3,7 @@ import { QueueSettings } from '../ledger/queue-settings.js';
 import { SETTINGS_APPLIED_FIELD, redisKeys } from '../queue/keys.js';
 import { applyLimits } from '../queue/limits.js';
 import { RampStore } from '../ramp/store.js';
+import { queueConfigOf, type QueueConfig } from '../queue/queues.js';
 
 export interface RestoredQueue {
   queue: string;
@@ -15,7 +16,7 @@ export interface RestoredQueue {
 
 /**
  * Puts back what a Redis wipe loses and only the config and the ledger database remember: each
- * configured queue's global limits and the paused state an operator left it in. Also what a new
+ * configured queue's global limits (without a config file, those the workers last started with) and the paused state an operator left it in. Also what a new
  * queue never had: the worker's start and every rebuild call this. A queue whose meta hash still
  * carries SETTINGS_APPLIED_FIELD is left alone, so a running system is never overridden: not what an
  * operator set since, and not by a process with another config (a rolling deploy, a laptop). A queue
@@ -26,9 +27,10 @@ export async function restoreQueueSettings(
   options: { queues?: string[]; dryRun?: boolean } = {},
 ): Promise<RestoredQueue[]> {
   const keys = redisKeys(runtime.settings.prefix);
-  const paused = new Set(await new QueueSettings(runtime.db, runtime.settings.schema).listPaused());
+  const stored = new QueueSettings(runtime.db, runtime.settings.schema);
+  const [paused, configs] = await Promise.all([stored.listPaused().then((names) => new Set(names)), queueConfigs(runtime)]);
   const wanted = options.queues ? new Set(options.queues) : undefined;
-  const candidates = [...new Set([...runtime.effectsByName.keys(), ...paused])]
+  const candidates = [...new Set([...configs.keys(), ...paused])]
     .filter((q) => !wanted || wanted.has(q))
     .sort();
   if (candidates.length === 0) return [];
@@ -46,8 +48,8 @@ export async function restoreQueueSettings(
 
   const restored: RestoredQueue[] = [];
   for (const queue of missing) {
-    const effect = runtime.effectsByName.get(queue);
-    const limits = effect && !isRamped(queue) ? effect : undefined;
+    const config = configs.get(queue);
+    const limits = config && !isRamped(queue) ? config : undefined;
     const entry: RestoredQueue = {
       queue,
       paused: paused.has(queue),
@@ -65,4 +67,13 @@ export async function restoreQueueSettings(
     if (entry.paused || entry.globalConcurrency || entry.rateLimit) restored.push(entry);
   }
   return restored;
+}
+
+/**
+ * The config of every queue this process knows: with a config file, its effects'; without one, what
+ * the workers recorded when they last started (`QueueSettings.recordConfigs`).
+ */
+export async function queueConfigs(runtime: Runtime): Promise<Map<string, QueueConfig>> {
+  if (runtime.effectsByName.size === 0) return new QueueSettings(runtime.db, runtime.settings.schema).configs();
+  return new Map([...runtime.effectsByName].map(([name, effect]) => [name, queueConfigOf(effect, runtime.settings)]));
 }

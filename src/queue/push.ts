@@ -1,7 +1,7 @@
 import type { LedgerRow } from '../ledger/rows.js';
 import type { Runtime } from '../core/runtime.js';
 import { jobIdForRow } from './keys.js';
-import { jobOptionsFor } from './queues.js';
+import { jobOptionsFrom, queueConfigOf, type QueueConfig } from './queues.js';
 import type { Task } from '../config/types.js';
 
 /** What a job is made of: the row's id (for the job id), its event and event id, its effect (the queue). */
@@ -17,7 +17,12 @@ export type PushableRow = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>
  * The anemic scheduler: one thin job per ledger row, `{ event, id }` and nothing else, with a job
  * id derived from the row. Pushing a row twice is a no-op while BullMQ still holds its job.
  */
-export async function pushRows(runtime: Runtime, rows: readonly PushableRow[]): Promise<number> {
+export async function pushRows(
+  runtime: Runtime,
+  rows: readonly PushableRow[],
+  /** Each queue's config where the runtime's config file does not define its effect (see `queueConfigs`). */
+  configs?: ReadonlyMap<string, QueueConfig>,
+): Promise<number> {
   const byEffect = new Map<string, PushableRow[]>();
   for (const row of rows) {
     const list = byEffect.get(row.effect);
@@ -26,12 +31,12 @@ export async function pushRows(runtime: Runtime, rows: readonly PushableRow[]): 
   }
   await Promise.all(
     [...byEffect].map(([effectName, effectRows]) => {
-      const effect = runtime.effectsByName.get(effectName);
+      const config = configs?.get(effectName) ?? queueConfigOf(runtime.effectsByName.get(effectName), runtime.settings);
       return runtime.queues.get(effectName).addBulk(
         effectRows.map((row) => ({
           name: row.event,
           data: { event: row.event, id: row.eventId } satisfies Task,
-          opts: jobOptionsFor(effect, runtime.settings, jobIdForRow(row.id)),
+          opts: jobOptionsFrom(config, jobIdForRow(row.id)),
         })),
       );
     }),

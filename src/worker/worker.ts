@@ -7,8 +7,10 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { LedgerHotPath } from '../ledger/hot-path.js';
 import { assertMigrated } from '../ledger/migrate.js';
+import { QueueSettings } from '../ledger/queue-settings.js';
 import { restoreQueueSettings } from '../ops/restore-queues.js';
 import { rowIdFromJobId } from '../queue/keys.js';
+import { queueConfigOf } from '../queue/queues.js';
 import { isServing } from '../queue/redis.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, outcomeRecorder, serveMetrics, type WorkerMetrics } from './metrics.js';
@@ -51,6 +53,11 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const effects = selectEffects(runtime, options.queues);
   await runtime.assertReachable({ redis: true, db: true });
   await assertMigrated(runtime.db, runtime.settings.schema);
+  // For the processes that run without the app's config file: a rebuild from an operator's machine
+  // makes these queues' jobs with these options and puts these limits back after a Redis wipe.
+  await new QueueSettings(runtime.db, runtime.settings.schema).recordConfigs(
+    new Map(effects.map((effect) => [effect.name, queueConfigOf(effect, runtime.settings)])),
+  );
   // Fleet-wide limits live only in Redis: the first worker of a new deploy (or after a wipe) puts the
   // configured ones in force, rather than waiting for the scheduler's first rebuild.
   const restored = await restoreQueueSettings(runtime, { queues: effects.map((e) => e.name) });

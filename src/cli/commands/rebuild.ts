@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { DEFAULTS } from '../../config/settings.js';
 import { formatDuration } from '../../core/duration.js';
 import { ExitCode } from '../../core/errors.js';
 import { rebuild, type RebuildOptions, type RebuildResult } from '../../ops/rebuild.js';
@@ -108,6 +109,15 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
   if (result.restored.length) {
     const what = result.dryRun ? 'would re-apply' : 're-applied';
     lines.push(`${what} queue settings missing from Redis: ${result.restored.map(describeRestored).join('; ')}`);
+  }
+  if (result.defaultJobOptions.length) {
+    const what = result.dryRun ? 'would get' : 'got';
+    lines.push(
+      chalk.yellow(
+        `jobs of ${result.defaultJobOptions.join(', ')} ${what} the default job options (${DEFAULTS.attempts} attempts, exponential backoff from ${formatDuration(DEFAULTS.backoffDelayMs)}): ` +
+          'no config file defines these effects and no worker has recorded their config; pass --config to use their own',
+      ),
+    );
   }
   if (result.dryRun && rate && result.enqueued) {
     lines.push(`at ${rate}/s this takes about ${formatDuration((result.enqueued / rate) * 1000)}`);
