@@ -7,7 +7,8 @@ import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { createLogger } from '../src/core/logger.js';
 import { Runtime } from '../src/core/runtime.js';
 import { jobIdForRow } from '../src/queue/keys.js';
-import { pushRows } from '../src/queue/push.js';
+import { pushRows, type PushableRow } from '../src/queue/push.js';
+import { sleep } from '../src/core/sleep.js';
 import { startWorker } from '../src/worker/worker.js';
 import { runsFile, slowEffectForEmit, spawnCli, writeSlowEffectConfig, type CliProcess, type RunsFile } from './cli-process.js';
 import { DATABASE_URL, REDIS_URL, deleteKeys, setupServices, waitFor, type TestServices } from './helpers.js';
@@ -215,4 +216,39 @@ describe('a done row is skipped when its job runs again', () => {
     const job = await runtime.queues.get('once').getJob(jobId);
     expect(job?.returnvalue).toEqual({ status: 'skipped', reason: 'ledger row is done' });
   });
+});
+
+describe('graceful shutdown under load', () => {
+  it('a drained shutdown leaves no job active in Redis: none is abandoned to the stalled check', async () => {
+    const services = await setupServices('shutdown-window');
+    try {
+      await services.migrate();
+      const config = {
+        effects: [defineEffect({ name: 'quick', on: 'tick', concurrency: 1, async run() { await sleep(1); } })],
+      };
+      const rows = (await services.db
+        .withSchema(services.schema)
+        .table('ledger')
+        .insert(Array.from({ length: 1000 }, (_, i) => ({ event: 'tick', event_id: String(i), effect: 'quick' })))
+        .returning(['id', 'event', 'event_id as eventId', 'effect'])) as PushableRow[];
+      const runtime = services.runtime(config);
+      await pushRows(runtime, rows);
+      const queue = runtime.queues.get('quick');
+
+      // Shut down at random moments of a busy worker's life: a fetch or a completion that brings the
+      // next job back can be on its way to Redis when the worker pauses.
+      const abandoned: string[] = [];
+      for (let round = 0; round < 40; round++) {
+        const worker = await startWorker(services.runtime(config), { startupJitterMs: 0 });
+        await sleep(5 + Math.random() * 30);
+        const { drained } = await worker.close({ timeoutMs: 5000 });
+        expect(drained).toBe(true);
+        const active = await queue.getActive();
+        abandoned.push(...active.filter((job) => !abandoned.some((a) => a.endsWith(`: ${job.id}`))).map((job) => `round ${round}: ${job.id}`));
+      }
+      expect(abandoned).toEqual([]);
+    } finally {
+      await services.cleanup();
+    }
+  }, 60_000);
 });

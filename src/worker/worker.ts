@@ -227,8 +227,11 @@ class InFlight {
   }
 }
 
-/** A BullMQ Worker that counts the jobs it handles and survives job data that is not JSON. */
+/** A BullMQ Worker that counts the jobs it holds and survives job data that is not JSON. */
 class EffectsWorker extends Worker {
+  /** Jobs taken from Redis (active, locked by this worker) whose processing has not started yet. */
+  private readonly taken = new Map<string, () => void>();
+
   constructor(
     name: string,
     processor: (job: Job) => Promise<unknown>,
@@ -238,14 +241,44 @@ class EffectsWorker extends Worker {
     super(name, processor, options);
   }
 
-  /** A job counts as in flight until BullMQ has recorded its outcome, not only until it has run. */
-  override async processJob(...args: Parameters<Worker['processJob']>): ReturnType<Worker['processJob']> {
-    const finished = this.inFlight.start();
+  /**
+   * A job counts as in flight from the moment Redis makes it active for this worker until BullMQ has
+   * recorded its outcome. Counting only while it runs left gaps that shutdown fell into: a fetch
+   * already sent when the worker paused, and the next job a completion brings back with it, were
+   * active in Redis but counted nowhere, so a drained shutdown abandoned them to the stalled check
+   * (run again a lock duration later; twice in a job's life, failed as stalled too often).
+   */
+  protected override async moveToActive(...args: Parameters<Worker['moveToActive']>): ReturnType<Worker['moveToActive']> {
+    const fetching = this.inFlight.start();
     try {
-      return await super.processJob(...args);
+      const job = await super.moveToActive(...args);
+      this.hold(job);
+      return job;
+    } finally {
+      fetching();
+    }
+  }
+
+  override async processJob(...args: Parameters<Worker['processJob']>): ReturnType<Worker['processJob']> {
+    const finished = this.release(args[0]) ?? this.inFlight.start();
+    try {
+      const next = await super.processJob(...args);
+      // The job the completion fetched, which BullMQ's loop runs next, paused or not.
+      this.hold(next);
+      return next;
     } finally {
       finished();
     }
+  }
+
+  private hold(job: Job | void | undefined): void {
+    if (job?.id && !this.taken.has(job.id)) this.taken.set(job.id, this.inFlight.start());
+  }
+
+  private release(job: Job): (() => void) | undefined {
+    const release = job.id ? this.taken.get(job.id) : undefined;
+    if (release) this.taken.delete(job.id!);
+    return release;
   }
 
   /**
