@@ -168,6 +168,41 @@ describe('done-marks written behind', () => {
   });
 });
 
+describe('closing while a done-mark waits on a lock', () => {
+  let services: TestServices;
+
+  beforeAll(async () => {
+    services = await setupServices('write-behind-close');
+    await services.migrate();
+  });
+
+  afterAll(async () => {
+    await services?.cleanup();
+  });
+
+  it('keeps its deadline instead of waiting for the statement, and counts its marks as unwritten', async () => {
+    const ledger = new Ledger(services.db, services.schema);
+    const [row] = await ledger.owe('order_placed', 'locked-1', ['send-email']);
+    const log = captureLogger();
+    const batcher = new LedgerBatcher(ledger, new LedgerHotPath(services.databaseUrl, services.schema), log.logger);
+    const holder = await services.db.transaction();
+    try {
+      await holder.withSchema(services.schema).table('ledger').where({ id: row.id }).forUpdate().select('id');
+      void batcher.markDone(row);
+      // The mark's statement is sent after its 20 ms delay, and waits on the row lock.
+      await sleep(300);
+      const started = Date.now();
+      expect(await batcher.close({ timeoutMs: 1000 })).toEqual({ unwritten: 1 });
+      expect(Date.now() - started).toBeLessThan(2500);
+      expect(log.lines.some((line) => /"rows":1.*done-marks not written before shutdown/.test(line))).toBe(true);
+    } finally {
+      await holder.rollback();
+    }
+    // The statement itself still commits once the lock is gone.
+    await waitFor(async () => (await services.db.withSchema(services.schema).table('ledger').where({ id: row.id }).first()).status === 'done', 5000);
+  });
+});
+
 describe('done-marks held while the database is away', () => {
   it('make a job wait for the next write once thousands are held, instead of holding them without bound', async () => {
     const unreachable = `postgres://postgres@127.0.0.1:${await closedPort()}/test`;

@@ -141,28 +141,37 @@ export class LedgerBatcher {
 
   /**
    * Writes the done-marks still held, waiting at most `timeoutMs` for the database, then closes the
-   * hot path's connection. Call once no job is left to run. Returns how many marks were not written.
+   * hot path's connections (in the background when the deadline has passed). Call once no job is
+   * left to run. Returns how many marks were not written.
    */
   async close({ timeoutMs = 5000 }: { timeoutMs?: number } = {}): Promise<{ unwritten: number }> {
     this.closed = true;
     clearTimeout(this.doneMarkTimer);
+    const { signal } = this.stopRetrying;
     const deadline = setTimeout(() => this.stopRetrying.abort(), timeoutMs);
+    // A statement in flight (stuck on a lock, say) is not waited for past the deadline: it may run
+    // until the statement timeout, and shutdown must keep its deadline.
+    const expired = new Promise<false>((resolve) => signal.addEventListener('abort', () => resolve(false), { once: true }));
     try {
-      while ((this.doneMarkWrite || this.doneMarks.size > 0) && !this.stopRetrying.signal.aborted) {
-        const written = await this.writeDoneMarks();
-        if (!written) await sleep(DONE_MARK_RETRY_MS, this.stopRetrying.signal);
+      while ((this.doneMarkWrite || this.doneMarks.size > 0) && !signal.aborted) {
+        const written = await Promise.race([this.writeDoneMarks(), expired]);
+        if (!written) await sleep(DONE_MARK_RETRY_MS, signal);
       }
     } finally {
       clearTimeout(deadline);
     }
-    const unwritten = this.doneMarks.size;
+    // The marks of a statement still in flight count as unwritten: whether it commits is not known.
+    const unwritten = new Set([...this.doneMarks.keys(), ...this.writing.keys()]).size;
     if (unwritten > 0) {
       this.log.warn(
         { rows: unwritten, timeoutMs },
         'done-marks not written before shutdown: these rows stay pending until a rebuild marks them done from their completed jobs',
       );
     }
-    await this.hotPath.close();
+    // The pool ends once a statement in flight returns, within the statement timeout.
+    const ended = this.hotPath.close();
+    if (signal.aborted) ended.catch(() => {});
+    else await ended;
     return { unwritten };
   }
 
