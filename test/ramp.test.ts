@@ -255,6 +255,38 @@ describe('pause, resume and ramps', () => {
     expect(await readLimits(services.redis, services.prefix, 'ramp-configured')).toEqual(configured);
   });
 
+  it("keeps the after-ramp limits of a queue taken out of the ramp while an applier's tick was on its way", async () => {
+    for (const name of ['ramp-late-a', 'ramp-late-b', 'ramp-late-c']) await backlog(name, 5);
+    const start = Date.now();
+    const { plan } = await startRamp(runtime, { queues: ['ramp-late-a', 'ramp-late-b', 'ramp-late-c'], durationMs: 60_000, from: 5, to: 10, now: start });
+    const after = (name: string) => plan.queues.find((q) => q.name === name)!.after;
+    const limitsOf = (name: string) => readLimits(services.redis, services.prefix, name);
+    const stale = await new RampStore(services.redis, services.prefix).read();
+    const lateTick = async () => {
+      const read = vi.spyOn(RampStore.prototype, 'read').mockResolvedValueOnce(stale);
+      try {
+        await applyRamp(runtime, { now: start + 30_000 });
+      } finally {
+        read.mockRestore();
+      }
+    };
+    // An operator pauses one queue and resumes another with --replace; a tick that read the plan
+    // before then writes its mid-ramp limits after theirs.
+    await pauseQueues(runtime, { queues: ['ramp-late-a'] });
+    await resumeQueues(runtime, { queues: ['ramp-late-b'], replace: true });
+    await lateTick();
+    expect(await limitsOf('ramp-late-a')).toEqual(after('ramp-late-a'));
+    expect(await limitsOf('ramp-late-b')).toEqual(after('ramp-late-b'));
+    // The queue still in the ramp keeps its ramping limit.
+    expect((await limitsOf('ramp-late-c')).rateLimit).not.toEqual(after('ramp-late-c').rateLimit);
+
+    // A ramp that replaces this one and leaves ramp-late-c out: the old plan's late tick does not
+    // keep it at the old ramp's rate either.
+    await startRamp(runtime, { queues: ['ramp-late-a'], durationMs: 60_000, from: 5, to: 10, replace: true });
+    await lateTick();
+    expect(await limitsOf('ramp-late-c')).toEqual(after('ramp-late-c'));
+  });
+
   it('--replace says which queues of the old ramp had not started and stay paused, with their after-ramp limits', async () => {
     await backlog('ramp-replace-a', 5);
     const b = await backlog('ramp-replace-b', 5);

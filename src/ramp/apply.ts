@@ -57,14 +57,32 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
     }
   }
 
-  /** Queues this tick set ramping limits on, from the plan as it read it. */
-  const ramped: string[] = [];
+  /** Queues this tick set ramping limits on, as the plan it read had them. */
+  const ramped: RampQueue[] = [];
+  try {
+    return await applyPlan(runtime, store, tick, plan, now, options, ramped);
+  } finally {
+    if (ramped.length) await undoLateLimits(runtime, store, plan.id, ramped);
+  }
+}
+
+/** The per-queue steps of one tick on the plan it read; `ramped` collects the queues it ramps. */
+async function applyPlan(
+  runtime: Runtime,
+  store: RampStore,
+  tick: RampTick,
+  read: RampPlan,
+  now: number,
+  options: ApplyRampOptions,
+  ramped: RampQueue[],
+): Promise<RampTick> {
+  let plan = read;
   for (const queue of plan.queues) {
     const limit = limitAt(plan, queue, now, options.leadMs ?? RAMP_LEAD_MS);
     if (limit.phase === 'pending' || queue.finishedAt !== null) continue;
     if (limit.phase === 'ramping') {
+      ramped.push(queue);
       await applyLimits(runtime.queues, queue.name, { rateLimit: limit.rateLimit, concurrency: limit.concurrency });
-      ramped.push(queue.name);
     } else {
       await applyLimits(runtime.queues, queue.name, queue.after);
     }
@@ -90,26 +108,31 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
     tick.ended = await store.end(plan.id, 'finished', now);
     return { ...tick, plan: tick.ended ? null : await store.read() };
   }
-  if (ramped.length) await undoLateLimits(runtime, store, plan.id, ramped);
   return { ...tick, plan };
 }
 
 /**
- * Appliers tick concurrently: one that read the plan just before another finished a queue, ended
- * the plan or cancelled it with `--restore` can write its ramping limits after the after-ramp ones,
- * and no later tick would correct them. Read again after writing: where the queue's ramp is over,
- * put its after-ramp limits back. (A replaced plan's appliers set the limits from now on.)
+ * Appliers tick concurrently with each other and with operators: one that read the plan just
+ * before another finished a queue, ended the plan or cancelled it with `--restore`, or before an
+ * operator took the queue out of the ramp (`pause`, `resume --replace`, a replacing ramp that leaves
+ * it), can write its ramping limits after the after-ramp ones, and no later tick would correct them.
+ * Read again after writing: where the queue's ramp is over, or it is no longer in the ramp, put its
+ * after-ramp limits back. A queue in a replacing plan gets its limits from that plan's appliers.
  */
-async function undoLateLimits(runtime: Runtime, store: RampStore, id: string, names: string[]): Promise<void> {
+async function undoLateLimits(runtime: Runtime, store: RampStore, id: string, ramped: RampQueue[]): Promise<void> {
   const active = await store.read();
   const last = active?.id === id ? null : await store.readLast();
   const current = active?.id === id ? active : last?.id === id ? last : null;
-  if (!current || current.outcome === 'replaced') return;
-  for (const queue of current.queues) {
-    if (!names.includes(queue.name)) continue;
+  if (!current) return;
+  for (const queue of ramped) {
+    if (current.outcome === 'replaced') {
+      if (!active?.queues.some((q) => q.name === queue.name)) await applyLimits(runtime.queues, queue.name, queue.after);
+      continue;
+    }
+    const now = current.queues.find((q) => q.name === queue.name);
     const over =
-      queue.finishedAt !== null || current.outcome === 'finished' || (current.outcome === 'cancelled' && current.restored === true);
-    if (over) await applyLimits(runtime.queues, queue.name, queue.after);
+      !now || now.finishedAt !== null || current.outcome === 'finished' || (current.outcome === 'cancelled' && current.restored === true);
+    if (over) await applyLimits(runtime.queues, queue.name, now?.after ?? queue.after);
   }
 }
 
