@@ -13,6 +13,7 @@ import { RampStore } from '../src/ramp/store.js';
 import { startRampTicker, type RampTicker } from '../src/ramp/ticker.js';
 import { startScheduler } from '../src/scheduler/scheduler.js';
 import { startWorker } from '../src/worker/worker.js';
+import { spawnCli } from './cli-process.js';
 import { setupServices, waitFor, type TestServices } from './helpers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -192,6 +193,29 @@ describe('pause, resume and ramps', () => {
     expect(released.id).toBe(plan.id);
     const now = Date.now();
     expect(rateAt(released, released.queues[0], now + 500)).toBeGreaterThan(rateAt(released, released.queues[0], now));
+  });
+
+  it('holds on failures whatever the clock of the process applying the ramp says (90 s ahead here)', async () => {
+    await backlog('ramp-skewed', 3_000, async () => {
+      throw new Error('provider down');
+    });
+    // `resume --ramp` follows the ramp it starts, so it is the applier, on a clock 90 s ahead.
+    const cli = spawnCli(
+      ['--redis', services.redisUrl, '--db', services.databaseUrl, '--prefix', services.prefix, '--schema', services.schema,
+        'resume', '--queue', 'ramp-skewed', '--ramp', '20s', '--from', '20', '--to', '40', '--hold-on-errors', '20%'],
+      { env: { NODE_OPTIONS: `--import=data:text/javascript,${encodeURIComponent('const now = Date.now; Date.now = () => now() + 90_000;')}` } },
+    );
+    try {
+      const held = await waitFor(async () => {
+        const plan = await new RampStore(services.redis, services.prefix).read();
+        return plan && plan.holds.length > 0 ? plan : undefined;
+      }, 10_000).catch(() => undefined);
+      expect(held, `no hold; the CLI said:\n${cli.stdout()}\n${cli.stderr()}`).toBeDefined();
+      // The schedule is on the same clock: the ramp started now, not 90 s ago.
+      expect(Math.abs(held!.createdAt - Date.now())).toBeLessThan(15_000);
+    } finally {
+      await cli.kill();
+    }
   });
 
   it('wakes idle workers when a limit is raised: a job starts while the one holding the only slot still runs', async () => {

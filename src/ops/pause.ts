@@ -2,6 +2,7 @@ import type { Runtime } from '../core/runtime.js';
 import { UsageError } from '../core/errors.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
 import { applyLimits } from '../queue/limits.js';
+import { redisTime } from '../queue/redis.js';
 import type { RampQueue } from '../ramp/plan.js';
 import { RampStore } from '../ramp/store.js';
 import { auditedIfReachable, defaultActor } from './audit.js';
@@ -134,7 +135,7 @@ async function leaveRamp(
     removed: why === 'paused' ? [...new Set([...p.removed, ...removed])] : p.removed,
   });
   if (plan.queues.every((q) => removed.includes(q.name))) {
-    return { removed, cancelled: Boolean(await store.end(plan.id, 'cancelled', Date.now(), without)), plans };
+    return { removed, cancelled: Boolean(await store.end(plan.id, 'cancelled', await redisTime(runtime.redis), without)), plans };
   }
   await store.update(plan.id, without);
   return { removed, cancelled: false, plans };

@@ -4,6 +4,7 @@ import { EffectsError, UsageError } from '../core/errors.js';
 import { formatDuration } from '../core/duration.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
 import { applyLimits, isPaused, readLimits, type QueueLimits } from '../queue/limits.js';
+import { redisTime } from '../queue/redis.js';
 import type { QueueConfig } from '../queue/queues.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
@@ -51,7 +52,7 @@ export interface StartRampOptions extends QueueSelection {
   replace?: boolean;
   actor?: string;
   reason?: string;
-  /** @defaultValue Date.now() */
+  /** @defaultValue Redis's clock (`redisTime`) */
   now?: number;
 }
 
@@ -129,7 +130,7 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       return { name, to, concurrency: previous.concurrency, after: previous, afterSource: 'previous' as const };
     }),
   );
-  const now = options.now ?? Date.now();
+  const now = options.now ?? (await redisTime(runtime.redis));
   const actor = options.actor ?? defaultActor();
   const id = `ramp-${randomUUID().slice(0, 8)}`;
   const input = {
@@ -234,7 +235,7 @@ export interface RampStatus {
 export async function getRampStatus(runtime: Runtime, options: { now?: number } = {}): Promise<RampStatus> {
   await runtime.assertReachable({ redis: true });
   const store = new RampStore(runtime.redis, runtime.settings.prefix);
-  const now = options.now ?? Date.now();
+  const now = options.now ?? (await redisTime(runtime.redis));
   const [active, applier] = await Promise.all([store.read(), store.applier()]);
   const plan = active ?? (await store.readLast());
   if (!plan) {
@@ -351,7 +352,7 @@ export async function cancelRamp(runtime: Runtime, options: CancelRampOptions = 
       filter: { ramp: active.id, restore: Boolean(options.restore) },
     },
     async () => {
-      const ended = await store.end(active.id, 'cancelled', Date.now(), (plan) => ({ ...plan, restored: Boolean(options.restore) }));
+      const ended = await store.end(active.id, 'cancelled', await redisTime(runtime.redis), (plan) => ({ ...plan, restored: Boolean(options.restore) }));
       if (!ended) throw new EffectsError(`The ramp ${active.id} ended or was replaced while cancelling it.`, 'See `effects ramp status`.');
       const queues = [];
       for (const queue of ended.queues) {

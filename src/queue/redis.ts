@@ -171,3 +171,13 @@ async function clusterEnabled(redis: Redis): Promise<boolean> {
   const info = await redis.info('cluster').catch(() => '');
   return /^cluster_enabled:1\s*$/m.test(info);
 }
+
+/**
+ * Redis's clock, in epoch milliseconds. Ramps keep their schedule and read failure rates (stream
+ * ids are Redis times) by this one clock, so an applier whose own clock is off neither shifts the
+ * schedule nor sees the failures of the last seconds outside its window.
+ */
+export async function redisTime(redis: RedisClient): Promise<number> {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+}

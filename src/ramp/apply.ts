@@ -1,5 +1,6 @@
 import type { Runtime } from '../core/runtime.js';
 import { applyLimits } from '../queue/limits.js';
+import { redisTime } from '../queue/redis.js';
 import type { FailureMeter } from './failure-rate.js';
 import { RAMP_WINDOW_MS, limitAt, withFailureCheck, type RampPlan, type RampQueue } from './plan.js';
 import { RampStore } from './store.js';
@@ -15,7 +16,7 @@ export const RAMP_LEAD_MS = RAMP_TICK_MS / 2 + RAMP_WINDOW_MS / 2;
 const CHECK_EVERY_MS = 1_000;
 
 export interface ApplyRampOptions {
-  /** @defaultValue Date.now() */
+  /** @defaultValue Redis's clock (`redisTime`) */
   now?: number;
   /** @defaultValue RAMP_LEAD_MS */
   leadMs?: number;
@@ -44,7 +45,7 @@ export async function applyRamp(runtime: Runtime, options: ApplyRampOptions = {}
   const store = new RampStore(runtime.redis, runtime.settings.prefix);
   const tick: RampTick = { plan: await store.read(), ended: null, started: [], finished: [] };
   if (!tick.plan) return tick;
-  const now = options.now ?? Date.now();
+  const now = options.now ?? (await redisTime(runtime.redis));
   let plan: RampPlan = tick.plan;
 
   if (plan.holdOnErrors !== null && options.meter && (!plan.lastCheck || now - plan.lastCheck.at >= CHECK_EVERY_MS)) {
