@@ -11,7 +11,7 @@ import { pushRows, type PushableRow } from '../src/queue/push.js';
 import { sleep } from '../src/core/sleep.js';
 import { startWorker } from '../src/worker/worker.js';
 import { runsFile, slowEffectForEmit, spawnCli, writeSlowEffectConfig, type CliProcess, type RunsFile } from './cli-process.js';
-import { DATABASE_URL, REDIS_URL, deleteKeys, setupServices, waitFor, type TestServices } from './helpers.js';
+import { DATABASE_URL, REDIS_URL, captureLogger, deleteKeys, setupServices, waitFor, type TestServices } from './helpers.js';
 
 describe('worker recovery and shutdown', () => {
   let services: TestServices;
@@ -219,6 +219,51 @@ describe('a done row is skipped when its job runs again', () => {
 });
 
 describe('graceful shutdown under load', () => {
+  it('a job abandoned at the deadline ends without a word: nothing recorded, logged or counted after the worker stops', async () => {
+    const services = await setupServices('shutdown-abandon');
+    try {
+      await services.migrate();
+      const config = {
+        effects: [
+          defineEffect({
+            name: 'slow-write',
+            on: 'tick',
+            async run(_task, ctx) {
+              await sleep(800);
+              // The connections are closed by now: this fails, as an effect's own write would.
+              await ctx.db.raw('select 1');
+            },
+          }),
+        ],
+      };
+      const log = captureLogger();
+      const runtime = new Runtime(services.settings(config), { logger: log.logger });
+      const [row] = (await services.db
+        .withSchema(services.schema)
+        .table('ledger')
+        .insert({ event: 'tick', event_id: 'abandoned-1', effect: 'slow-write' })
+        .returning(['id', 'event', 'event_id as eventId', 'effect'])) as PushableRow[];
+      await pushRows(runtime, [row]);
+      const worker = await startWorker(runtime, { startupJitterMs: 0 });
+      const queue = services.runtime(config).queues.get('slow-write');
+      await waitFor(async () => (await queue.getActiveCount()) === 1);
+      expect(await worker.close({ timeoutMs: 200 })).toEqual({ drained: false });
+      const atStop = log.lines.length;
+      const failedAtStop = (await worker.metrics.registry.getSingleMetricAsString('effects_jobs_total'));
+      await sleep(1500);
+      const after = log.lines.slice(atStop).map((line) => JSON.parse(line) as { level: number; msg: string });
+      expect(after.filter((line) => line.level >= 40)).toEqual([]);
+      expect(await worker.metrics.registry.getSingleMetricAsString('effects_jobs_total')).toBe(failedAtStop);
+      // Untouched: another worker runs it once the lock lapses.
+      expect(await services.db.withSchema(services.schema).table('ledger').where({ id: row.id }).first()).toMatchObject({
+        status: 'pending',
+        attempts: 0,
+      });
+    } finally {
+      await services.cleanup();
+    }
+  });
+
   it('a drained shutdown leaves no job active in Redis: none is abandoned to the stalled check', async () => {
     const services = await setupServices('shutdown-window');
     try {

@@ -25,6 +25,9 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
   const options: LoggerOptions = {
     level: settings.level ?? (process.env.EFFECTS_LOG_LEVEL || 'info'),
     base: { pid: process.pid },
+    // An Error gets pino's treatment (type, message, stack); the short form lines give on purpose
+    // (`{ type, message }`, no stack on every retry) is written as it is, not as an error of type Object.
+    serializers: { err: (err: unknown) => (err instanceof Error ? pino.stdSerializers.err(err) : err) },
     redact: {
       paths: ['password', '*.password', 'connection.password', 'headers.authorization'],
       censor: '***',
@@ -57,4 +60,9 @@ export function logDestination(dest: number | string): ReturnType<typeof pino.de
 /** A logger that drops everything: the default for library use until the app passes its own. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
+}
+
+/** An error as a log line's `err` in short: its class and message, without the stack. */
+export function errorSummary(error: Error): { type: string; message: string } {
+  return { type: error.name, message: error.message };
 }

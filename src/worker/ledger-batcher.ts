@@ -4,7 +4,7 @@ import type { Ledger, FailureRecord, LedgerCheck, PendingRef } from '../ledger/l
 import { isTransientDbError, withDbRetry } from '../ledger/retry.js';
 import { asError } from '../core/errors.js';
 import { sleep } from '../core/sleep.js';
-import type { Logger } from '../core/logger.js';
+import { errorSummary, type Logger } from '../core/logger.js';
 
 const MAX_BATCH = 500;
 /**
@@ -223,7 +223,7 @@ export class LedgerBatcher {
           // Kept for the next statement: a mark is given up only at shutdown.
           for (const [id, row] of this.writing) if (!this.doneMarks.has(id)) this.doneMarks.set(id, row);
           this.log.error(
-            { rows: ids.length, willRetry: !this.closed, err: { message: asError(error).message } },
+            { rows: ids.length, willRetry: !this.closed, err: errorSummary(asError(error)) },
             'could not write done-marks',
           );
           return false;

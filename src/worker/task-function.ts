@@ -2,7 +2,7 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { EffectContext, Task } from '../config/types.js';
 import { asError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { errorSummary, type Logger } from '../core/logger.js';
 import type { Runtime } from '../core/runtime.js';
 import type { LedgerCheck } from '../ledger/ledger.js';
 import { withDbRetry } from '../ledger/retry.js';
@@ -14,6 +14,11 @@ export type Outcome = { status: 'done' } | { status: 'skipped'; reason: string }
 
 export interface TaskHooks {
   onPoison?(job: Job, effect: ResolvedEffect, error: Error): void;
+  /**
+   * True once shutdown has abandoned the jobs still running (its deadline passed): their outcome is
+   * no longer this worker's to record, since their locks lapse and another worker runs them again.
+   */
+  abandoned?(): boolean;
 }
 
 
@@ -127,9 +132,10 @@ export function createTaskFunction(
     } catch (error) {
       // The database stayed away through the read's retries: BullMQ retries the job, and the rebuild
       // re-drives its row if the job runs out of attempts meanwhile. Not a poison pill.
+      if (hooks.abandoned?.()) throw error;
       const final = attempt >= (job.opts.attempts ?? 1);
       taskLog().warn(
-        { err: { message: asError(error).message }, final },
+        { err: errorSummary(asError(error)), final },
         'could not read the ledger row; the job fails this attempt',
       );
       throw error;
@@ -158,6 +164,8 @@ export function createTaskFunction(
       // Cut here, before BullMQ stores the message and stack (failedReason, stacktrace), the ledger
       // records it and an alert carries it: an effect's error may quote a connection string.
       const err = withoutSecrets(asError(error), runtime.scrubSecrets);
+      // Its connections are closed under it, which is likely why it failed: nothing to record or alert on.
+      if (hooks.abandoned?.()) throw err;
       const final = attempt >= (job.opts.attempts ?? 1) || isUnrecoverable(err);
       // The job fails with the effect's error whatever happens to its record: BullMQ retries it, and
       // the alert below still goes out.
@@ -174,7 +182,7 @@ export function createTaskFunction(
         taskLog().error({ err, poisonThreshold, final }, `poison pill: ${why}`);
         hooks.onPoison?.(job, effect, err);
       } else {
-        taskLog().warn({ err: { message: err.message }, final }, final ? 'failed for good' : 'failed; will retry');
+        taskLog().warn({ err: errorSummary(err), final }, final ? 'failed for good' : 'failed; will retry');
       }
       throw err;
     }

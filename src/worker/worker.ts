@@ -4,7 +4,8 @@ import { startPoisonAlerts } from '../alerts/poison-alerts.js';
 import type { PoisonAlerterOptions } from '../alerts/webhook.js';
 import type { ResolvedEffect } from '../config/settings.js';
 import type { Runtime } from '../core/runtime.js';
-import { UsageError } from '../core/errors.js';
+import { asError, UsageError } from '../core/errors.js';
+import { errorSummary } from '../core/logger.js';
 import { LedgerHotPath } from '../ledger/hot-path.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
@@ -76,6 +77,9 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
 
   const inFlight = new InFlight();
   const alerts = startPoisonAlerts(runtime, options.hooks, options.alerts);
+  /** Set when shutdown's deadline passes with jobs still running (see TaskHooks.abandoned). */
+  let abandoned = false;
+  const hooks: TaskHooks = { ...alerts.hooks, abandoned: () => abandoned };
 
   /**
    * BullMQ fails a job whose worker died while running it more than once (maxStalledCount: a job
@@ -91,13 +95,13 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     try {
       if (rowId) await batcher.recordFailure({ id: rowId, attempts: job.attemptsMade, error: message, final: true });
     } catch (recordError) {
-      log.error({ jobId: job.id, err: { message: (recordError as Error).message } }, 'cannot record the stalled job in the ledger');
+      log.error({ jobId: job.id, err: errorSummary(asError(recordError)) }, 'cannot record the stalled job in the ledger');
     }
     if (effect) alerts.hooks.onPoison?.(job, effect, new Error(message));
   };
 
   const workers = effects.map((effect) => {
-    const runTask = createTaskFunction(runtime, effect, batcher, alerts.hooks);
+    const runTask = createTaskFunction(runtime, effect, batcher, hooks);
     const record = outcomeRecorder(metrics, effect.name);
     const worker = new EffectsWorker(
       effect.name,
@@ -109,7 +113,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
           record(outcome.status, seconds());
           return outcome;
         } catch (error) {
-          record('failed', seconds());
+          if (!abandoned) record('failed', seconds());
           throw error;
         }
       },
@@ -124,7 +128,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
       inFlight,
     );
     // Redis going away is reported here; BullMQ reconnects by itself.
-    worker.on('error', (error) => log.warn({ queue: effect.name, err: { message: error.message } }, 'worker error'));
+    worker.on('error', (error) => log.warn({ queue: effect.name, err: errorSummary(error) }, 'worker error'));
     worker.on('failed', (job, error) => {
       if (job && STALLED_TOO_OFTEN.test(error.message)) void recordStalledTooOften(job, error);
     });
@@ -183,9 +187,10 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         ]);
         clearTimeout(timer);
         if (!drained) {
+          abandoned = true;
           log.warn(
             { timeoutMs, inFlight: inFlight.count },
-            'shutdown deadline passed; abandoning in-flight jobs to the stalled check',
+            'shutdown deadline passed; abandoning in-flight jobs to the stalled check (their outcomes are not recorded or logged)',
           );
         }
         // Always forced: when drained there is nothing left to wait for, and an unforced close waits
