@@ -121,6 +121,19 @@ describe('effects CLI as a process', () => {
     expect(timeout.stderr).toContain('expected a duration like 90s, 15m, 2h or 3d');
   });
 
+  it('exits 2 on a scheduler period too short to be meant (a typo sets it for every scheduler of the fleet)', async () => {
+    const config = 'examples/orders/effects.config.ts'; // the CLI runs in the repository's root
+    const [zero, tiny, lookback] = await Promise.all([
+      runCli(['scheduler', '--config', config, ...connection(), '--every', '0s']),
+      runCli(['scheduler', '--config', config, ...connection(), '--every', '1ms']),
+      runCli(['scheduler', '--config', config, ...connection(), '--lookback', '0s']),
+    ]);
+    expect([zero.code, tiny.code, lookback.code]).toEqual([2, 2, 2]);
+    expect(zero.stderr).toContain('The rebuild period (--every, scheduler.every) is 0ms; it must be at least 1s.');
+    expect(tiny.stderr).toContain('is 1ms; it must be at least 1s');
+    expect(lookback.stderr).toContain('The rebuild lookback (--lookback, scheduler.lookback) must be longer than 0');
+  });
+
   it('exits 2 when an option that needs a value is given another option instead (--actor --json)', async () => {
     const [actor, reason] = await Promise.all([
       runCli(['migrate', '--actor', '--json'], { cwd: emptyDir }),

@@ -128,7 +128,7 @@ describe('on a Redis Cluster', () => {
   it('runs the scheduler: its periodic rebuild and a ramp', async () => {
     const rebuilds: number[] = [];
     scheduler = await startScheduler(services.runtime({ effects: definitions }), {
-      everyMs: 300,
+      everyMs: 1_000,
       rampTickMs: 100,
       onRebuild: (result) => rebuilds.push(result.enqueued),
     });

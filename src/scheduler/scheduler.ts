@@ -1,4 +1,7 @@
 import { Worker } from 'bullmq';
+import { DEFAULTS } from '../config/settings.js';
+import { formatDuration } from '../core/duration.js';
+import { UsageError } from '../core/errors.js';
 import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { SCHEDULER_QUEUE } from '../queue/keys.js';
@@ -7,8 +10,11 @@ import { listQueues } from '../ops/status.js';
 import { trimReplayCounts } from '../queue/replay-counts.js';
 import { startRampTicker } from '../ramp/ticker.js';
 
+/** The shortest rebuild period accepted. */
+const MIN_EVERY_MS = 1000;
+
 export interface SchedulerOptions {
-  /** How often the fan-out rebuild runs. @defaultValue settings.scheduler.everyMs (1 h) */
+  /** How often the fan-out rebuild runs; at least 1 s. @defaultValue settings.scheduler.everyMs (1 h) */
   everyMs?: number;
   /** How far back each rebuild looks for pending rows. @defaultValue settings.scheduler.lookbackMs (24 h) */
   lookbackMs?: number;
@@ -30,10 +36,21 @@ const REBUILD_SCHEDULER_ID = 'rebuild-pending';
  * the rebuild still runs once per period, because the job does.
  */
 export async function startScheduler(runtime: Runtime, options: SchedulerOptions = {}): Promise<SchedulerHandle> {
-  await runtime.assertReachable({ redis: true, db: true });
-  await assertMigrated(runtime.db, runtime.settings.schema);
   const everyMs = options.everyMs ?? runtime.settings.scheduler.everyMs;
   const lookbackMs = options.lookbackMs ?? runtime.settings.scheduler.lookbackMs;
+  // The period lives in Redis and the newest scheduler's wins, so a typo (1ms for 1m) would set
+  // back-to-back rebuilds of the whole lookback window for every scheduler of the fleet.
+  if (!(everyMs >= MIN_EVERY_MS)) {
+    throw new UsageError(
+      `The rebuild period (--every, scheduler.every) is ${formatDuration(everyMs)}; it must be at least ${formatDuration(MIN_EVERY_MS)}.`,
+      `The default is ${formatDuration(DEFAULTS.schedulerEveryMs)}.`,
+    );
+  }
+  if (!(lookbackMs > 0)) {
+    throw new UsageError(`The rebuild lookback (--lookback, scheduler.lookback) must be longer than 0; the default is ${formatDuration(DEFAULTS.schedulerLookbackMs)}.`);
+  }
+  await runtime.assertReachable({ redis: true, db: true });
+  await assertMigrated(runtime.db, runtime.settings.schema);
   const log = runtime.logger.child({ component: 'scheduler' });
 
   const queue = runtime.queues.get(SCHEDULER_QUEUE);
