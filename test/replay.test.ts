@@ -117,6 +117,11 @@ describe('replay', () => {
     // The other 8 were never touched; the 4 failed again.
     await waitFor(async () => (await failedCount('notify-crm')) === 12);
     expect(orders.filter((id) => runs.get(id) === 2)).toHaveLength(4);
+    // The next dry run, where the operator decides, says that 4 of them were replayed before.
+    const plan = await replay(runtime, { queues: ['notify-crm'], dryRun: true });
+    expect(plan).toMatchObject({ matched: 12, replayedBefore: 4, plan: { replayedBefore: 4 } });
+    const text = await runCli(['replay', '--queue', 'notify-crm', '--dry-run', '--prefix', services.prefix, '--redis', REDIS_URL, '--db', DATABASE_URL, '--schema', services.schema], { cwd: noConfigDir });
+    expect(text.stdout).toContain('4 of them have been replayed before: `effects poison list` shows their replay counts');
     const [operation] = await listOperations(runtime, { command: 'replay' });
     expect(operation.outcome).toBe('interrupted');
     expect(operation.counts).toMatchObject({ matched: 12, replayed: 4, brakeSample: 4 });

@@ -102,6 +102,9 @@ export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, pa
     ),
   );
   if (plan.byError.length > 20) lines.push(chalk.dim(`… and ${plan.byError.length - 20} more error groups`));
+  if (plan.replayedBefore) {
+    lines.push(chalk.yellow(`${plan.replayedBefore} of them have been replayed before: \`effects poison list\` shows their replay counts`));
+  }
   // How long it takes, for a command that paces itself (--rate) and may wait for its brake.
   if (!pacing) return lines.join('\n').trimEnd();
   lines.push('');

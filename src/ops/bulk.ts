@@ -54,17 +54,21 @@ export interface BulkPlan {
   /** How long applying would take at `rate`, in ms; null when there is no rate. */
   etaMs: number | null;
   rate: number | null;
+  /** Matched jobs that have been replayed before: a task replayed again and again deserves a look first. */
+  replayedBefore: number;
 }
 
 /** Pure: counts matched jobs into a plan. */
 export class PlanCounter {
   private matched = 0;
+  private replayedBefore = 0;
   private readonly queues = new Map<string, number>();
   private readonly names = new Map<string, { queue: string; name: string; count: number }>();
   private readonly errors = new Map<string, { queue: string; id: string; error: string; count: number }>();
 
   add(job: MatchedJob): void {
     this.matched += 1;
+    if (job.replayCount > 0) this.replayedBefore += 1;
     this.queues.set(job.queue, (this.queues.get(job.queue) ?? 0) + 1);
     const nameKey = `${job.queue}\0${job.name}`;
     const name = this.names.get(nameKey) ?? { queue: job.queue, name: job.name, count: 0 };
@@ -84,6 +88,7 @@ export class PlanCounter {
       byError: [...this.errors.values()].sort(byCount),
       etaMs: rate ? Math.round((this.matched / rate) * 1000) : null,
       rate: rate ?? null,
+      replayedBefore: this.replayedBefore,
     };
   }
 }

@@ -72,7 +72,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       dryRun: true,
       stopped: null,
       brake: null,
-      replayedBefore: 0,
+      replayedBefore: plan.replayedBefore,
       plan,
     };
   }
