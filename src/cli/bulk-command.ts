@@ -61,7 +61,13 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
     const plan = await options.execute({ dryRun: true, asOf });
     total = plan.matched;
     if (total === 0) return { ...plan, dryRun: false };
-    await confirmBulk({ count: total, verb: options.command, yes: options.yes });
+    const replayedBefore = plan.plan?.replayedBefore;
+    await confirmBulk({
+      count: total,
+      verb: options.command,
+      yes: options.yes,
+      note: replayedBefore ? `${replayedBefore} of them replayed before` : undefined,
+    });
   }
   const lasts = total !== undefined && (total > PROGRESS_ABOVE || (options.rate !== undefined && total / options.rate > 2));
   const bar = progressBar({

@@ -11,13 +11,15 @@ export interface ConfirmBulk {
   verb: string;
   /** `--yes` was given. */
   yes: boolean;
+  /** Worth knowing before answering, shown in brackets after the count. */
+  note?: string;
 }
 
 /**
  * The bulk-command gate: above CONFIRM_ABOVE jobs, ask on a terminal, and without one require
  * `--yes` (exit 2 saying so). Declining throws (exit 1): nothing was done.
  */
-export async function confirmBulk({ count, verb, yes }: ConfirmBulk): Promise<void> {
+export async function confirmBulk({ count, verb, yes, note }: ConfirmBulk): Promise<void> {
   if (yes || count <= CONFIRM_ABOVE) return;
   const interactive = Boolean(process.stdin.isTTY && process.stderr.isTTY);
   if (!interactive) {
@@ -33,7 +35,8 @@ export async function confirmBulk({ count, verb, yes }: ConfirmBulk): Promise<vo
   rl.on('SIGINT', () => cancel.abort());
   let answer = '';
   try {
-    answer = await rl.question(`${verb[0].toUpperCase()}${verb.slice(1)} ${count} jobs? [y/N] `, { signal: cancel.signal });
+    const aside = note ? ` (${note})` : '';
+    answer = await rl.question(`${verb[0].toUpperCase()}${verb.slice(1)} ${count} jobs${aside}? [y/N] `, { signal: cancel.signal });
   } catch {
     process.stderr.write('\n');
   } finally {
