@@ -165,10 +165,12 @@ describe('discard', () => {
       expect(dry.code).toBe(0);
       expect(dry.stdout).toMatch(/would discard 3 failed jobs/);
 
-      const { code, stdout } = await cli('discard', '--queue', 'plain', '--ids', ids[1], '--json', '--reason', 'test');
+      // A mistyped id among them is named, on stderr, and the rest goes ahead.
+      const { code, stdout, stderr } = await cli('discard', '--queue', 'plain', '--ids', `${ids[1]},nope-1`, '--json', '--reason', 'test');
       expect(code).toBe(0);
       const body = JSON.parse(stdout);
       expect(body).toMatchObject({ matched: 1, discarded: 1, skipped: 0, dryRun: false });
+      expect(stderr).toContain('warning: no failed job has the id(s) nope-1; job ids look like ledger-123');
       expect(await failed('plain')).toEqual(expect.not.arrayContaining([ids[1]]));
       expect(await failed('plain')).toHaveLength(2);
 

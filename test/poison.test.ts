@@ -246,6 +246,11 @@ describe('poison list / poison show', () => {
       const missing = await cli('poison', 'show', 'emails', 'no-such-job');
       expect(missing.code).toBe(1);
       expect(missing.stderr).toMatch(/No job "no-such-job" in queue "emails"/);
+      // A ledger row id for the job id: the hint names the job.
+      const rowId = ledgerJobId.replace('ledger-', '');
+      const byRow = await cli('poison', 'show', 'notify-crm', rowId);
+      expect(byRow.code).toBe(1);
+      expect(byRow.stderr).toContain(`Did you mean ${ledgerJobId}, the job of ledger row ${rowId}?`);
 
       const unknown = await cli('poison', 'show', 'emials', '1');
       expect(unknown.code).toBe(2);

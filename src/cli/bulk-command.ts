@@ -26,6 +26,8 @@ export const recorded = <R extends { operationId?: string }>(result: R): Recorde
 
 interface BulkCommand<R> {
   command: 'replay' | 'discard';
+  /** `--ids` was given: the run is planned first, so that ids matching no failed job are named. */
+  ids?: string[];
   yes: boolean;
   dryRun: boolean;
   useLedger: boolean;
@@ -50,15 +52,15 @@ export async function runBulk<R extends BulkRun>(
 
 async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Runtime, options: BulkCommand<R>): Promise<R> {
   await runtime.assertReachable({ redis: true });
-  if (options.dryRun) return options.execute({ dryRun: true });
+  if (options.dryRun) return warnUnmatched(await options.execute({ dryRun: true }));
   if (options.useLedger) await requireLedger(runtime, options.command);
 
   let total: number | undefined;
   /** Set when a plan was shown: the run then acts on the jobs that plan counted, not on any failed since. */
   let asOf: number | undefined;
-  if (!options.yes || ctx.isTTY) {
+  if (!options.yes || ctx.isTTY || options.ids?.length) {
     asOf = Date.now();
-    const plan = await options.execute({ dryRun: true, asOf });
+    const plan = warnUnmatched(await options.execute({ dryRun: true, asOf }));
     total = plan.matched;
     if (total === 0) return { ...plan, dryRun: false };
     const replayedBefore = plan.plan?.replayedBefore;
@@ -92,6 +94,16 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
 }
 
 /** The dry run's plan: counts by queue, job name and error group, and how long it would take. */
+/** A mistyped id matches nothing, silently: say which, on stderr (stdout may be --json). */
+function warnUnmatched<R extends BulkRun>(plan: R): R {
+  const unmatched = plan.plan?.unmatchedIds ?? [];
+  if (unmatched.length) {
+    const shown = unmatched.slice(0, 20).join(', ') + (unmatched.length > 20 ? `, … (${unmatched.length} in all)` : '');
+    process.stderr.write(`warning: no failed job has the id(s) ${shown}; job ids look like ledger-123 (\`effects poison list\` shows them)\n`);
+  }
+  return plan;
+}
+
 export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, pacing?: { brakeWaitMs: number }): string {
   const { chalk } = ctx;
   if (plan.matched === 0) return 'No failed jobs match: nothing to do.';

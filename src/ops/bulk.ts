@@ -56,6 +56,8 @@ export interface BulkPlan {
   rate: number | null;
   /** Matched jobs that have been replayed before: a task replayed again and again deserves a look first. */
   replayedBefore: number;
+  /** With a list of ids (`--ids`): those that match no failed job of the queues (mistyped, or no longer failed). */
+  unmatchedIds?: string[];
 }
 
 /** Pure: counts matched jobs into a plan. */
@@ -98,14 +100,19 @@ export async function planBulk(runtime: Runtime, filter: CompiledFilter, options
   const counter = new PlanCounter();
   let matched = 0;
   const limit = options.limit ?? Infinity;
+  const seen = new Set<string>();
   scan: for await (const page of matchingJobs(runtime, filter, ['failed'], { pageSize: options.pageSize, prefetch: true })) {
     for (const job of page) {
       if (matched >= limit) break scan;
       counter.add(job);
+      if (filter.ids) seen.add(job.id);
       matched += 1;
     }
   }
-  return counter.plan(options.rate);
+  const plan = counter.plan(options.rate);
+  // Past the limit the scan stopped early: what it did not reach is not known to be missing.
+  if (filter.ids && matched < limit) plan.unmatchedIds = filter.ids.filter((id) => !seen.has(id));
+  return plan;
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { Runtime } from '../core/runtime.js';
 import { NotFoundError } from '../core/errors.js';
 import type { LedgerRow } from '../ledger/rows.js';
-import { redisKeys, rowIdFromJobId } from '../queue/keys.js';
+import { jobIdForRow, redisKeys, rowIdFromJobId } from '../queue/keys.js';
 import { completeJobs, type ScannedSet } from '../queue/job-scan.js';
 import { FingerprintCache } from './fingerprint.js';
 import { compileFilter, lastFailedAt, matchingJobs, resolveQueues, type JobFilter, type MatchedJob } from './job-filter.js';
@@ -274,9 +274,13 @@ export async function showPoison(
   const queue = exists ? runtime.queues.get(queueName) : undefined;
   const job = queue ? await queue.getJob(jobId) : undefined;
   if (!queue || !job) {
+    // A ledger row id given for a job id: the job of row 1330 is ledger-1330.
+    const ledgerJob = /^\d+$/.test(jobId) && (await runtime.redis.exists(keys.job(queueName, jobIdForRow(jobId)))) === 1;
     throw new NotFoundError(
       `No job "${jobId}" in queue "${queueName}" (it may have been removed by retention, a discard, or never existed).`,
-      `List poison pills with \`effects poison list --queue ${queueName}\`.`,
+      ledgerJob
+        ? `Did you mean ${jobIdForRow(jobId)}, the job of ledger row ${jobId}? \`effects poison show ${queueName} ${jobIdForRow(jobId)}\``
+        : `List poison pills with \`effects poison list --queue ${queueName}\`.`,
     );
   }
   const [state, logs, replays, delayedScore] = await Promise.all([

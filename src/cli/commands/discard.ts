@@ -45,6 +45,7 @@ Examples:
       try {
         const result = await runBulk(ctx, runtime, {
           command: 'discard',
+          ids: base.ids,
           yes: Boolean(opts.yes),
           dryRun: Boolean(opts.dryRun),
           useLedger: base.useLedger!,

@@ -65,6 +65,7 @@ Examples:
       try {
         const result = await runBulk(ctx, runtime, {
           command: 'replay',
+          ids: base.ids,
           yes: Boolean(opts.yes),
           dryRun: Boolean(opts.dryRun),
           useLedger: base.useLedger!,
