@@ -333,6 +333,11 @@ describe('pause, resume and ramps', () => {
     // The ramp's opening limit (about 5/s) stays, not the configured 50/s.
     expect(limitRate(kept.queues[0].limits.rateLimit!)).toBeGreaterThan(4.5);
     expect(limitRate(kept.queues[0].limits.rateLimit!)).toBeLessThan(6);
+    // Thought better of: --restore with no ramp active puts back what the cancelled one would have.
+    const late = await cancelRamp(runtime, { restore: true });
+    expect(late).toMatchObject({ cancelled: false, restored: true, plan: { id: kept.plan!.id, restored: true } });
+    expect(late.queues[0].limits).toEqual({ rateLimit: { max: 50, durationMs: 1000 }, concurrency: 20 });
+    expect(await cancelRamp(runtime, { restore: true })).toMatchObject({ cancelled: false, restored: false });
 
     await startRamp(runtime, { queues: ['ramp-configured'], durationMs: 60_000, from: 5, to: 50 });
     await expect(startRamp(runtime, { queues: ['ramp-configured'], durationMs: 1_000, from: 5 })).rejects.toThrow(

@@ -341,6 +341,8 @@ export async function cancelRamp(runtime: Runtime, options: CancelRampOptions = 
   const store = new RampStore(runtime.redis, runtime.settings.prefix);
   const active = await store.read();
   if (!active) {
+    const last = options.restore ? await store.readLast() : null;
+    if (last?.outcome === 'cancelled' && !last.restored) return restoreCancelled(runtime, store, last, options);
     return { cancelled: false, plan: null, restored: false, queues: [], operationId: null, auditSkipped: null };
   }
   return auditedIfReachable(
@@ -354,20 +356,53 @@ export async function cancelRamp(runtime: Runtime, options: CancelRampOptions = 
     async () => {
       const ended = await store.end(active.id, 'cancelled', await redisTime(runtime.redis), (plan) => ({ ...plan, restored: Boolean(options.restore) }));
       if (!ended) throw new EffectsError(`The ramp ${active.id} ended or was replaced while cancelling it.`, 'See `effects ramp status`.');
-      const queues = [];
-      for (const queue of ended.queues) {
-        if (options.restore) await applyLimits(runtime.queues, queue.name, queue.after);
-        queues.push({
-          name: queue.name,
-          limits: await readLimits(runtime.redis, runtime.settings.prefix, queue.name),
-          paused: await runtime.queues.get(queue.name).isPaused(),
-          started: queue.startedAt !== null,
-        });
-      }
+      const queues = await leaveQueues(runtime, ended, Boolean(options.restore));
       return { cancelled: true, plan: ended, restored: Boolean(options.restore), queues };
     },
     { counts: (r) => ({ queues: r.queues.length }) },
   );
+}
+
+/**
+ * `cancel --restore` after a plain cancel: the cancelled plan's queues get their after-ramp limits
+ * then, rather than staying at the rate of the moment the ramp stopped, with no ramp to raise it.
+ */
+async function restoreCancelled(
+  runtime: Runtime,
+  store: RampStore,
+  last: RampPlan,
+  options: CancelRampOptions,
+): Promise<CancelRampResult> {
+  return auditedIfReachable(
+    runtime,
+    {
+      command: 'ramp cancel',
+      actor: options.actor ?? defaultActor(),
+      reason: options.reason,
+      filter: { ramp: last.id, restore: true, cancelledBefore: true },
+    },
+    async () => {
+      const queues = await leaveQueues(runtime, last, true);
+      const plan = (await store.updateLast((p) => ({ ...p, restored: true }))) ?? last;
+      return { cancelled: false, plan, restored: true, queues };
+    },
+    { counts: (r) => ({ queues: r.queues.length }) },
+  );
+}
+
+/** Each queue of a cancelled plan as the cancel leaves it; with `restore`, at its after-ramp limits. */
+async function leaveQueues(runtime: Runtime, plan: RampPlan, restore: boolean): Promise<CancelRampResult['queues']> {
+  const queues: CancelRampResult['queues'] = [];
+  for (const queue of plan.queues) {
+    if (restore) await applyLimits(runtime.queues, queue.name, queue.after);
+    queues.push({
+      name: queue.name,
+      limits: await readLimits(runtime.redis, runtime.settings.prefix, queue.name),
+      paused: await runtime.queues.get(queue.name).isPaused(),
+      started: queue.startedAt !== null,
+    });
+  }
+  return queues;
 }
 
 function describeEnd(plan: RampPlan, now: number): string {

@@ -44,6 +44,15 @@ export class RampStore {
     return raw ? parse(raw) : null;
   }
 
+  /** Rewrites the last ended plan (keeping its expiry); null when there is none. */
+  async updateLast(mutate: (plan: RampPlan) => RampPlan): Promise<RampPlan | null> {
+    const last = await this.readLast();
+    if (!last) return null;
+    const next = mutate(last);
+    await this.redis.set(this.keys.rampLast, JSON.stringify(next), 'KEEPTTL');
+    return next;
+  }
+
   /**
    * Stores a new plan. Fails (returns the active plan) when one is active, unless `replace` names it:
    * then that one is ended as `replaced` in the same step.

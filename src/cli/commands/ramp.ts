@@ -55,20 +55,26 @@ Examples:
   $ effects ramp cancel --restore --reason "provider recovered, go to full speed"
 
 Queues whose turn had not come stay paused either way: resume them with \`effects resume\`.
-With no active ramp it says so and exits 0.`,
+With no active ramp it says so and exits 0; \`--restore\` then puts back the configured limits of
+the queues of the last ramp, if it was cancelled without it (they stay at the rate the ramp had).`,
     )
     .action(async (opts, command: Command) => {
       const ctx = await CommandContext.from(command);
       const runtime = ctx.runtime();
       try {
         const result = await cancelRamp(runtime, { restore: Boolean(opts.restore), actor: ctx.flags.actor, reason: opts.reason });
-        if (result.cancelled) warnAuditSkipped(result.auditSkipped);
+        if (result.cancelled || result.restored) warnAuditSkipped(result.auditSkipped);
         if (ctx.json) return ctx.printJson(result);
-        if (!result.cancelled) return ctx.print('No ramp is active; nothing to cancel.');
+        if (!result.cancelled && !result.restored) return ctx.print('No ramp is active; nothing to cancel.');
         const notStarted = result.queues.filter((q) => !q.started).map((q) => q.name);
+        const what = !result.cancelled
+          ? `no ramp is active; the queues of ramp ${result.plan!.id}, cancelled before, got their configured limits (or those before the ramp):`
+          : result.restored
+            ? `cancelled ramp ${result.plan!.id}; configured limits (or those before the ramp) put back:`
+            : `cancelled ramp ${result.plan!.id}; the limits in force now are kept (\`effects ramp cancel --restore\` puts the configured ones back):`;
         ctx.print(
           [
-            `cancelled ramp ${result.plan!.id}; ${result.restored ? 'configured limits (or those before the ramp) put back' : 'the limits in force now are kept'}:`,
+            what,
             table(
               ['queue', 'limits', 'paused'],
               result.queues.map((q) => [q.name, formatLimits(q.limits), q.paused ? ctx.chalk.yellow('paused') : '-']),
