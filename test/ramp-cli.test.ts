@@ -102,10 +102,19 @@ describe('effects pause / resume / ramp (CLI)', () => {
     expect(plain.code).toBe(2);
     expect(plain.stderr).toMatch(/under the active ramp/);
 
+    // Ramped anew: cli-b. cli-a, which this ramp does not name, goes on in it from where it was.
     const replaced = await cli('resume', '--queue', 'cli-b', '--ramp', '1m', '--from', '2', '--to', '8', '--detach', '--replace', '--json');
     expect(replaced.code).toBe(0);
     const second = JSON.parse(replaced.stdout);
     expect(second.replaced).toBe(started.ramp.plan.id);
+    expect(second.carriedOver).toEqual(['cli-a']);
+    // Taken out (pause), then back in: a queue that is not in the active ramp joins it, no --replace needed.
+    expect((await cli('pause', '--queue', 'cli-a')).code).toBe(0);
+    const joined = await cli('resume', '--queue', 'cli-a', '--ramp', '1m', '--from', '2', '--to', '8', '--detach', '--json');
+    expect(joined.stderr).not.toMatch(/error/);
+    const third = JSON.parse(joined.stdout);
+    expect(third).toMatchObject({ replaced: second.ramp.plan.id, carriedOver: ['cli-b'] });
+    expect((await cli('pause', '--queue', 'cli-a')).code).toBe(0);
 
     const [status, text, overall, overallText] = await Promise.all([
       cli('ramp', 'status', '--json'),
@@ -117,7 +126,7 @@ describe('effects pause / resume / ramp (CLI)', () => {
     expect(overallText.stdout).toMatch(/ramp \d+%, ends in \d+s \(cli-b [\d.]+\/8 per s\); details: effects ramp status/);
     expect(status.code).toBe(0);
     const shown = JSON.parse(status.stdout);
-    expect(shown).toMatchObject({ active: true, plan: { id: second.ramp.plan.id, from: 2, curve: 'linear' }, holding: null });
+    expect(shown).toMatchObject({ active: true, plan: { id: third.ramp.plan.id, from: 2, curve: 'linear' }, holding: null });
     expect(shown.queues).toEqual([expect.objectContaining({ name: 'cli-b', phase: 'ramping', to: 8, paused: false })]);
     expect(shown.etaMs).toBeGreaterThan(50_000);
 

@@ -3,6 +3,7 @@ import { UsageError } from '../src/core/errors.js';
 import { parseRatio } from '../src/core/duration.js';
 import {
   buildPlan,
+  carryOver,
   endsAt,
   isHolding,
   limitAt,
@@ -211,5 +212,31 @@ describe('bad input', () => {
     expect(parseRatio('0.25')).toBe(0.25);
     expect(() => parseRatio('0')).toThrow(UsageError);
     expect(() => parseRatio('150%')).toThrow(/expected a share above 0 and below 1/);
+  });
+});
+
+describe('carrying queues over into a replacing plan', () => {
+  it('goes on from the rate of the moment over what was left, or keeps its turn; finished queues stay out', () => {
+    const old = plan({
+      staggerMs: 20_000,
+      queues: ['mid', 'later', 'named'].map((name) => ({ name, to: 110, concurrency: null, after: none, afterSource: 'previous' as const })),
+    });
+    old.queues[0].startedAt = T0;
+    const t = T0 + 5_000; // mid is halfway (60/s); later starts at 20 s
+    const carried = carryOver(old, ['named'], t);
+    expect(carried.map((q) => q.name)).toEqual(['mid', 'later']);
+    expect(carried[0]).toMatchObject({ offsetMs: 0, durationMs: 5_000, from: 60, startedAt: T0 });
+    expect(carried[1]).toMatchObject({ offsetMs: 15_000, durationMs: 10_000, from: 10, startedAt: null });
+
+    // In the new plan (another duration and start rate), each goes on as it would have in the old one.
+    const next = { ...plan({ id: 'r2', now: t, durationMs: 60_000, from: 1 }), queues: carried };
+    for (const dt of [0, 2_500, 5_000, 16_000, 25_000]) {
+      expect(rateAt(next, next.queues[0], t + dt)).toBeCloseTo(rateAt(old, old.queues[0], t + dt), 6);
+      expect(queuePhase(next, next.queues[1], t + dt)).toBe(queuePhase(old, old.queues[1], t + dt));
+    }
+    expect(rateAt(next, next.queues[1], t + 20_000)).toBeCloseTo(rateAt(old, old.queues[1], t + 20_000), 6);
+    expect(endsAt(next, t)).toBe(T0 + 30_000); // when `later` ends, as in the old plan
+
+    expect(carryOver(old, [], T0 + 15_000).map((q) => q.name)).toEqual(['later', 'named']);
   });
 });

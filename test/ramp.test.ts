@@ -304,25 +304,29 @@ describe('pause, resume and ramps', () => {
     // The queue still in the ramp keeps its ramping limit.
     expect((await limitsOf('ramp-late-c')).rateLimit).not.toEqual(after('ramp-late-c').rateLimit);
 
-    // A ramp that replaces this one and leaves ramp-late-c out: the old plan's late tick does not
-    // keep it at the old ramp's rate either.
-    await startRamp(runtime, { queues: ['ramp-late-a'], durationMs: 60_000, from: 5, to: 10, replace: true });
+    // A ramp that replaces this one for ramp-late-a carries ramp-late-c over (at its rate of now,
+    // about 5/s): the old plan's late tick (7.5/s, mid-ramp) is not undone into after-ramp limits,
+    // and the new plan's next tick sets the rate it goes on from.
+    const replacing = await startRamp(runtime, { queues: ['ramp-late-a'], durationMs: 60_000, from: 5, to: 10, replace: true });
+    expect(replacing.carriedOver).toEqual(['ramp-late-c']);
     await lateTick();
-    expect(await limitsOf('ramp-late-c')).toEqual(after('ramp-late-c'));
+    expect(limitRate((await limitsOf('ramp-late-c')).rateLimit!)).toBeCloseTo(7.5, 0);
+    await applyRamp(runtime);
+    expect(limitRate((await limitsOf('ramp-late-c')).rateLimit!)).toBeCloseTo(5, 0);
   });
 
-  it('--replace says which queues of the old ramp had not started and stay paused, with their after-ramp limits', async () => {
+  it('--replace carries over the queues it does not name: one waiting for its turn keeps its place, paused until then', async () => {
     await backlog('ramp-replace-a', 5);
     const b = await backlog('ramp-replace-b', 5);
     const now = Date.now();
     const queues = ['ramp-replace-a', 'ramp-replace-b'];
     await startRamp(runtime, { queues, durationMs: 60_000, from: 5, to: 10, staggerMs: 30_000, now });
-    const replaced = await startRamp(runtime, { queues: ['ramp-replace-a'], durationMs: 60_000, from: 5, to: 10, replace: true, now: now + 1 });
-    expect(replaced).toMatchObject({ leftRunning: [], leftPaused: ['ramp-replace-b'] });
+    const replaced = await startRamp(runtime, { queues: ['ramp-replace-a'], durationMs: 20_000, from: 5, to: 10, replace: true, now: now + 1 });
+    expect(replaced).toMatchObject({ carriedOver: ['ramp-replace-b'], leftRunning: [], leftPaused: [] });
     expect(await b.queue.isPaused()).toBe(true);
-    // No ramp will raise it now: it has its after-ramp limits, not the old ramp's opening rate.
-    const old = replaced.replaced!.queues.find((q) => q.name === 'ramp-replace-b')!;
-    expect(await readLimits(services.redis, services.prefix, 'ramp-replace-b')).toEqual(old.after);
+    // Its turn is where it was (30 s after the old start), and its ramp as long as the old one's.
+    const carried = replaced.plan.queues.find((q) => q.name === 'ramp-replace-b')!;
+    expect(carried).toMatchObject({ offsetMs: 29_999, durationMs: 60_000, from: 5, to: 10, startedAt: null });
   });
 
   it('cancel keeps the limits in force now; --restore puts the configured ones back', async () => {

@@ -30,9 +30,12 @@ export function formatLimits(limits: QueueLimits): string {
 
 /** One line: the plan in words. */
 export function describePlan(plan: RampPlan): string {
-  const tos = [...new Set(plan.queues.map((q) => formatRate(q.to)))];
+  const tos = [...new Set(plan.queues.map((q) => q.to))].sort((a, b) => a - b);
+  const target = tos.length === 1 ? `${formatRate(tos[0])}/s` : `${formatRate(tos[0])}-${formatRate(tos.at(-1)!)}/s (each queue its own)`;
+  const carried = plan.queues.filter((q) => q.from !== undefined).length;
   return [
-    `${plan.curve} ${formatRate(plan.from)}/s -> ${tos.length === 1 ? tos[0] : `${tos.length} targets`}/s per queue over ${formatDuration(plan.durationMs)}`,
+    `${plan.curve} ${formatRate(plan.from)}/s -> ${target} per queue over ${formatDuration(plan.durationMs)}`,
+    carried ? `${carried} queue(s) carried over from the ramp before` : '',
     plan.staggerMs ? `stagger ${formatDuration(plan.staggerMs)}` : '',
     plan.holdOnErrors !== null ? `holds while failures > ${Number((plan.holdOnErrors * 100).toFixed(2))}%` : '',
   ]

@@ -9,6 +9,7 @@ import type { QueueConfig } from '../queue/queues.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
   buildPlan,
+  carryOver,
   endsAt,
   failureRate,
   DEFAULT_RAMP_FROM,
@@ -58,18 +59,17 @@ export interface StartRampOptions extends QueueSelection {
 
 export interface StartRampResult {
   plan: RampPlan;
-  /** The ramp this one replaced (--replace), or null. */
+  /** The ramp this one replaced (with --replace, or joined: its queues go on in this one), or null. */
   replaced: RampPlan | null;
   /**
-   * Queues of the replaced ramp that are not in this one and had started. Like every queue the
-   * replaced ramp leaves, they get the limits they would have had after it: no ramp is left to
-   * raise them, and a limit in force is never overridden otherwise.
+   * Queues of the replaced ramp that this one did not name and that were still ramping or waiting
+   * for their turn: they go on in this plan, from their rate of the moment over what was left of
+   * their ramp, or keeping their place in the stagger (`carryOver`).
    */
+  carriedOver: string[];
+  /** Queues of the replaced ramp that this one did not name and whose ramp had ended: they keep their after-ramp limits. */
   leftRunning: string[];
-  /**
-   * Queues of the replaced ramp that are not in this one and whose turn had not come: they stay
-   * paused (as `ramp cancel` leaves them), and resuming them is the operator's call.
-   */
+  /** Always empty: queues whose turn had not come are carried over. Kept for scripts that read it. */
   leftPaused: string[];
   /** Things the operator should know, such as a --to above a configured limit. */
   warnings: string[];
@@ -88,10 +88,12 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
   const names = await selectQueues(runtime, options);
   const store = new RampStore(runtime.redis, runtime.settings.prefix);
   const active = await store.read();
-  if (active && !options.replace) {
+  // Queues that are not in the active ramp join it; those that are are ramped anew only when asked.
+  const inActive = names.filter((n) => active?.queues.some((q) => q.name === n));
+  if (active && inActive.length && !options.replace) {
     throw new UsageError(
-      `A ramp is already active (${active.id}, by ${active.createdBy}, ${describeEnd(active, Date.now())}).`,
-      'Pass --replace to replace it, see it with `effects ramp status`, or stop it with `effects ramp cancel`.',
+      `A ramp is already active (${active.id}, by ${active.createdBy}, ${describeEnd(active, Date.now())}) and holds ${inActive.join(', ')}.`,
+      'Pass --replace to ramp them anew (the other queues of the active ramp go on from where they are), see it with `effects ramp status`, or stop it with `effects ramp cancel`.',
     );
   }
 
@@ -133,6 +135,11 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
   const now = options.now ?? (await redisTime(runtime.redis));
   const actor = options.actor ?? defaultActor();
   const id = `ramp-${randomUUID().slice(0, 8)}`;
+  // The queues the new plan takes over from the active one keep its brake unless this one sets its own.
+  const hold =
+    options.holdOnErrors === undefined && active?.holdOnErrors != null
+      ? { holdOnErrors: active.holdOnErrors, holdWindowMs: active.holdWindowMs, holdMinSample: active.holdMinSample }
+      : { holdOnErrors: options.holdOnErrors ?? null, holdWindowMs: options.holdWindowMs, holdMinSample: options.holdMinSample };
   const input = {
     id,
     now,
@@ -141,12 +148,11 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     from: options.from,
     curve: options.curve,
     staggerMs: options.staggerMs,
-    holdOnErrors: options.holdOnErrors ?? null,
-    holdWindowMs: options.holdWindowMs,
-    holdMinSample: options.holdMinSample,
+    ...hold,
     queues,
   };
   buildPlan(input); // every usage error before anything changes
+  const carried = active ? carryOver(active, names, now) : [];
 
   return auditedIfReachable(
     runtime,
@@ -161,14 +167,17 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
         to: options.to ?? 'configured',
         curve: options.curve ?? 'linear',
         staggerMs: options.staggerMs ?? 0,
-        holdOnErrors: options.holdOnErrors ?? null,
+        holdOnErrors: hold.holdOnErrors,
         replace: Boolean(options.replace),
+        ...(active ? { after: active.id } : {}),
       },
     },
     async (operationId, dbAvailable) => {
-      const plan = buildPlan({ ...input, operationId });
-      // Held and at the starting limit before any applier can see the plan.
-      for (const queue of plan.queues) {
+      const built = buildPlan({ ...input, operationId });
+      const plan: RampPlan = { ...built, queues: [...built.queues, ...carried] };
+      // Held and at the starting limit before any applier can see the plan; the queues carried over
+      // go on as they are, and the first tick sets their limits.
+      for (const queue of built.queues) {
         await runtime.queues.get(queue.name).pause();
         const limit = limitAt(plan, queue, now);
         await applyLimits(runtime.queues, queue.name, { rateLimit: limit.rateLimit, concurrency: limit.concurrency });
@@ -182,13 +191,15 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
       }
       if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, false, actor);
       await applyRamp(runtime, { now });
-      const left = (active?.queues ?? []).filter((q) => !names.includes(q.name));
+      const carriedOver = carried.map((q) => q.name);
+      const left = (active?.queues ?? []).filter((q) => !names.includes(q.name) && !carriedOver.includes(q.name));
       for (const queue of left) await applyLimits(runtime.queues, queue.name, queue.after);
       return {
         plan: (await store.read()) ?? plan,
         replaced: active,
-        leftRunning: left.filter((q) => q.startedAt !== null).map((q) => q.name),
-        leftPaused: left.filter((q) => q.startedAt === null).map((q) => q.name),
+        carriedOver,
+        leftRunning: left.map((q) => q.name),
+        leftPaused: [],
         warnings,
       };
     },

@@ -41,6 +41,12 @@ export interface RampQueue {
   startedAt: number | null;
   /** When an applier put `after` in force; null until then. */
   finishedAt: number | null;
+  /**
+   * This queue's own start rate and ramp length, where they are not the plan's: a queue carried over
+   * from a replaced ramp goes on from its rate of the moment over what was left of its ramp.
+   */
+  from?: number;
+  durationMs?: number;
 }
 
 export interface HoldInterval {
@@ -121,10 +127,14 @@ export function planClock(plan: RampPlan, t: number): number {
 
 export const isHolding = (plan: RampPlan): boolean => plan.holds.at(-1)?.end === null;
 
+/** How long a queue's ramp lasts, in plan time. */
+const rampMs = (plan: RampPlan, queue: RampQueue): number => queue.durationMs ?? plan.durationMs;
+
 /** Where on the curve a queue is at plan time `clock`: 0 at its start, 1 at its end. */
 function queueProgress(plan: RampPlan, queue: RampQueue, clock: number): number {
-  if (plan.durationMs <= 0) return clock >= queue.offsetMs ? 1 : 0;
-  return Math.min(1, Math.max(0, (clock - queue.offsetMs) / plan.durationMs));
+  const length = rampMs(plan, queue);
+  if (length <= 0) return clock >= queue.offsetMs ? 1 : 0;
+  return Math.min(1, Math.max(0, (clock - queue.offsetMs) / length));
 }
 
 /** The rate at progress p (0..1): linear, or exponential (slow start: equal ratios in equal times). */
@@ -137,7 +147,7 @@ export function curveRate(curve: RampCurve, from: number, to: number, p: number)
 export function queuePhase(plan: RampPlan, queue: RampQueue, t: number): RampPhase {
   const elapsed = planClock(plan, t) - queue.offsetMs;
   if (elapsed < 0) return 'pending';
-  return elapsed >= plan.durationMs ? 'done' : 'ramping';
+  return elapsed >= rampMs(plan, queue) ? 'done' : 'ramping';
 }
 
 /**
@@ -145,7 +155,8 @@ export function queuePhase(plan: RampPlan, queue: RampQueue, t: number): RampPha
  * whose end rate is below the plan's `from` (the default `from` only) starts at its end rate.
  */
 export function rateAt(plan: RampPlan, queue: RampQueue, t: number): number {
-  return curveRate(plan.curve, Math.min(plan.from, queue.to), queue.to, queueProgress(plan, queue, planClock(plan, t)));
+  const from = Math.min(queue.from ?? plan.from, queue.to);
+  return curveRate(plan.curve, from, queue.to, queueProgress(plan, queue, planClock(plan, t)));
 }
 
 /**
@@ -176,7 +187,7 @@ export function limitAt(plan: RampPlan, queue: RampQueue, t: number, leadMs = 0)
 
 /** Plan time from the start until the last queue's ramp ends. */
 export const planLengthMs = (plan: RampPlan): number =>
-  Math.max(0, ...plan.queues.map((q) => q.offsetMs)) + plan.durationMs;
+  plan.queues.length ? Math.max(...plan.queues.map((q) => q.offsetMs + rampMs(plan, q))) : plan.durationMs;
 
 /** Wall time the plan ends, if it does not hold again after t (while holding, it moves with t). */
 export function endsAt(plan: RampPlan, t: number): number {
@@ -189,7 +200,7 @@ export const queueStartsAt = (plan: RampPlan, queue: RampQueue, t: number): numb
 
 /** Wall time a queue's ramp ends (or ended), if the plan does not hold again after t. */
 export const queueEndsAt = (plan: RampPlan, queue: RampQueue, t: number): number =>
-  wallTimeAt(plan, queue.offsetMs + plan.durationMs, t);
+  wallTimeAt(plan, queue.offsetMs + rampMs(plan, queue), t);
 
 /** Wall time the plan's clock reaches (or reached) `clock`, seen from t. */
 function wallTimeAt(plan: RampPlan, clock: number, t: number): number {
@@ -298,6 +309,31 @@ export function buildPlan(input: PlanInput): RampPlan {
     endedAt: null,
     outcome: null,
   };
+}
+
+/**
+ * The queues of `old` that a new plan starting at t takes over, for those it does not name: one
+ * that is ramping goes on from its rate at t over what is left of its ramp; one whose turn has not
+ * come keeps its place in the stagger. Finished ones are left out: their after-ramp limits are in
+ * force. Replacing a ramp for some queues thus neither stops the others where they are nor lets
+ * them jump to their full rate.
+ */
+export function carryOver(old: RampPlan, named: readonly string[], t: number): RampQueue[] {
+  const clock = planClock(old, t);
+  const carried: RampQueue[] = [];
+  for (const queue of old.queues) {
+    if (named.includes(queue.name) || queue.finishedAt !== null) continue;
+    const phase = queuePhase(old, queue, t);
+    if (phase === 'done') continue;
+    const elapsed = clock - queue.offsetMs;
+    carried.push({
+      ...queue,
+      offsetMs: phase === 'pending' ? -elapsed : 0,
+      from: phase === 'pending' ? Math.min(queue.from ?? old.from, queue.to) : rateAt(old, queue, t),
+      durationMs: phase === 'pending' ? rampMs(old, queue) : rampMs(old, queue) - elapsed,
+    });
+  }
+  return carried;
 }
 
 /** The failure rate of a check, or null when too few attempts finished for it to mean anything. */

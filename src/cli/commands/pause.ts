@@ -45,7 +45,7 @@ says on stderr that nothing was recorded.`,
           );
         }
         const resume = opts.all ? '--all' : `--queue ${[...result.paused, ...result.alreadyPaused].join(',')}`;
-        lines.push(ctx.chalk.dim(`Workers finish the jobs they hold and take no new ones. Resume with \`effects resume ${resume}\` (or --ramp).`));
+        lines.push(ctx.chalk.dim(`Workers finish the jobs they hold and take no new ones. Resume with \`effects resume ${resume}\` (or with --ramp D, which joins a ramp in progress).`));
         ctx.print(lines.join('\n'));
       } finally {
         await runtime.close();

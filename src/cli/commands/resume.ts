@@ -88,13 +88,10 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
         for (const warning of started.warnings) process.stderr.write(`warning: ${warning}\n`);
         if (!ctx.json) {
           if (started.replaced) {
-            const { leftRunning: running, leftPaused: paused } = started;
+            const { carriedOver } = started;
             ctx.print(
               `replaced ramp ${started.replaced.id}` +
-                (running.length ? `; ${running.join(', ')} left it with the limits they would have had after it` : '') +
-                (paused.length
-                  ? `; ${paused.join(', ')} had not started and stay paused (resume them with \`effects resume ${paused.map((n) => `--queue ${n}`).join(' ')}\`)`
-                  : ''),
+                (carriedOver.length ? `; ${carriedOver.join(', ')} go on in this one from where they were` : ''),
             );
           }
           ctx.print(`ramp ${started.plan.id}: ${describePlan(started.plan)}, ${started.plan.queues.length} queue(s)`);
@@ -118,6 +115,7 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
             operationId: started.operationId,
             auditSkipped: started.auditSkipped,
             replaced: started.replaced?.id ?? null,
+            carriedOver: started.carriedOver,
             warnings: started.warnings,
             ramp: status,
           });
