@@ -232,6 +232,9 @@ describe('poison list / poison show', () => {
       expect(code).toBe(0);
       expect(stdout).toMatch(/15 poison pills \(5\+ attempts\), 4 queue/);
       expect(stdout).toContain('SMTP <n> mailbox <str> unavailable');
+      // The table flags a job replayed more than once (one of the emails, replayed 3 times above).
+      const table = await cli('poison', 'list', '--queue', 'emails');
+      expect(table.stdout).toContain('1 of them replayed more than once and failed again: look at the cause before replaying them again');
     });
 
     it('shows one job, exits 1 for an unknown job and 2 for an unknown queue', async () => {

@@ -142,6 +142,10 @@ function renderList(list: PoisonList, ctx: CommandContext, byError: boolean): st
     ),
   );
   if (list.jobs.length < list.total) lines.push(chalk.dim(`showing the newest ${list.jobs.length} of ${list.total}; --limit N for more`));
+  const again = list.jobs.filter((j) => j.replayCount > 1).length;
+  if (again) {
+    lines.push(chalk.yellow(`${again} of them replayed more than once and failed again: look at the cause before replaying them again`));
+  }
   lines.push(chalk.dim('Details: effects poison show <queue> <id>. Groups: --by-error.'));
   return lines.join('\n');
 }
