@@ -97,10 +97,13 @@ describe('rebuild', () => {
     await new QueueSettings(services.db, services.schema).setPaused('notify-crm', true, 'test');
 
     await deleteKeys(services.redis, `${services.prefix}:*`);
-    // The status table alone would show only zeros.
-    expect((await cli(['status'])).stdout).toContain(
+    // The status table alone would show only zeros; the hint names the rebuild (and the prefix
+    // only as the other possibility, not first as when nothing is owed).
+    const shownAfterWipe = (await cli(['status'])).stdout;
+    expect(shownAfterWipe).toContain(
       '120 pending ledger row(s) of notify-crm, send-email have no waiting, active or delayed job in their queue. `effects rebuild --since <when it went wrong>` queues what Redis lost',
     );
+    expect(shownAfterWipe).not.toContain('None of these queues exists in Redis');
 
     const first = await cli(['rebuild', '--since', '1h', '--yes', '--json', '--reason', 'redis wiped']);
     expect(first.stderr).toBe('');

@@ -123,12 +123,14 @@ function render(report: StatusReport, ctx: CommandContext): string {
         chalk,
       )
     : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
+  // Pending rows with no job say more than missing queues (a wiped Redis looks like a wrong prefix).
+  const lostJobs = lostJobsHint(report, chalk);
   const noneInRedis = report.queues.every((q) => !q.exists)
     ? chalk.yellow(
         `None of these queues exists in Redis under prefix "${ctx.settings.prefix}": check --prefix (a new deployment's queues appear with their first job).`,
       )
     : '';
-  return [queues, ramp, ledger, noneInRedis, lostJobsHint(report, chalk), operations].filter(Boolean).join('\n\n');
+  return [queues, ramp, ledger, lostJobs || noneInRedis, operations].filter(Boolean).join('\n\n');
 }
 
 /**
