@@ -6,7 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueSettings } from '../src/ledger/queue-settings.js';
 import { readLimits } from '../src/queue/limits.js';
 import type { QueueConfig } from '../src/queue/queues.js';
-import { runCli, setupServices, type TestServices } from './helpers.js';
+import { spawnCli } from './cli-process.js';
+import { runCli, setupServices, waitFor, type TestServices } from './helpers.js';
+import { sleep } from '../src/core/sleep.js';
 
 // Run `npm run build` first: these spawn the built binary.
 describe('effects pause / resume / ramp (CLI)', () => {
@@ -207,6 +209,26 @@ describe('effects pause / resume / ramp (CLI)', () => {
       const [queue] = JSON.parse(result.stdout).ramp.queues;
       expect(queue).toMatchObject({ name: 'cli-recorded', to: 25, after: { rateLimit: { max: 25, durationMs: 1000 }, concurrency: 4 } });
     } finally {
+      await cli('ramp', 'cancel');
+    }
+  });
+
+  it('a waiting resume --ramp follows the plan that a join puts in its place, until it ends', async () => {
+    for (const name of ['cli-follow-a', 'cli-follow-b']) await new Queue(name, { connection: services.redis, prefix: services.prefix }).add('x', {});
+    const follower = spawnCli([...base, 'resume', '--queue', 'cli-follow-a', '--ramp', '30s', '--from', '2', '--to', '8']);
+    try {
+      await waitFor(async () => JSON.parse((await cli('ramp', 'status', '--json')).stdout).active === true, 10_000);
+      const joined = await cli('resume', '--queue', 'cli-follow-b', '--ramp', '30s', '--from', '2', '--to', '8', '--detach', '--json');
+      expect(JSON.parse(joined.stdout)).toMatchObject({ carriedOver: ['cli-follow-a'] });
+      // Still applying: the new plan carries its queue on.
+      await sleep(1500);
+      expect(follower.child.exitCode).toBeNull();
+      expect((await cli('ramp', 'cancel')).code).toBe(0);
+      const exit = await follower.exited;
+      expect(exit.code).toBe(1);
+      expect(follower.stdout()).toContain('the ramp was cancelled');
+    } finally {
+      await follower.kill();
       await cli('ramp', 'cancel');
     }
   });

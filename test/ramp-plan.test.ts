@@ -4,6 +4,7 @@ import { parseRatio } from '../src/core/duration.js';
 import {
   buildPlan,
   carryOver,
+  takeOver,
   endsAt,
   isHolding,
   limitAt,
@@ -238,5 +239,30 @@ describe('carrying queues over into a replacing plan', () => {
     expect(endsAt(next, t)).toBe(T0 + 30_000); // when `later` ends, as in the old plan
 
     expect(carryOver(old, [], T0 + 15_000).map((q) => q.name)).toEqual(['later', 'named']);
+  });
+});
+
+describe('taking over an active plan', () => {
+  it('keeps out the queues an operator paused out of it, goes on holding, and names the plan it replaces', () => {
+    const active = plan({
+      holdOnErrors: 0.1,
+      queues: ['a', 'b'].map((name) => ({ name, to: 110, concurrency: null, after: none, afterSource: 'previous' as const })),
+    });
+    active.queues[0].startedAt = T0;
+    active.removed = ['paused-out'];
+    active.holds = [{ start: T0 + 2_000, end: null, reason: 'failure rate 50% is above 10%' }];
+    const t = T0 + 4_000;
+    const built = plan({ id: 'r2', now: t, holdOnErrors: 0.1, queues: [{ name: 'joiner', to: 50, concurrency: null, after: none, afterSource: 'previous' }] });
+    const next = takeOver(built, active, t);
+    expect(next.replaces).toBe(active.id);
+    expect(next.queues.map((q) => q.name)).toEqual(['joiner', 'a', 'b']);
+    expect(next.removed).toEqual(['paused-out']);
+    // Held when it starts: the carried queue stays at its held rate (the old plan's clock stood at 2 s).
+    expect(isHolding(next)).toBe(true);
+    expect(rateAt(next, next.queues[1], t + 60_000)).toBeCloseTo(rateAt(active, active.queues[0], t), 6);
+    expect(rateAt(active, active.queues[0], t)).toBeCloseTo(30, 6);
+    // Naming a queue paused out of the ramp brings it back in.
+    expect(takeOver({ ...built, queues: [{ ...built.queues[0], name: 'paused-out' }] }, active, t).removed).toEqual([]);
+    expect(takeOver(built, null, t)).toBe(built);
   });
 });

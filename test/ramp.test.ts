@@ -329,6 +329,26 @@ describe('pause, resume and ramps', () => {
     expect(carried).toMatchObject({ offsetMs: 29_999, durationMs: 60_000, from: 5, to: 10, startedAt: null });
   });
 
+  it('a join does not undo a pause that came while it was starting: the paused queue stays out', async () => {
+    for (const name of ['ramp-join-a', 'ramp-join-b', 'ramp-join-c']) await backlog(name, 5);
+    await startRamp(runtime, { queues: ['ramp-join-a', 'ramp-join-b'], durationMs: 60_000, from: 5, to: 10 });
+    const store = new RampStore(services.redis, services.prefix);
+    const stale = await store.read();
+    await pauseQueues(runtime, { queues: ['ramp-join-a'] });
+    // The join read the plan before the pause, and stores its own after it.
+    const read = vi.spyOn(RampStore.prototype, 'read').mockResolvedValueOnce(stale);
+    let joined;
+    try {
+      joined = await startRamp(runtime, { queues: ['ramp-join-c'], durationMs: 60_000, from: 5, to: 10 });
+    } finally {
+      read.mockRestore();
+    }
+    expect(joined.carriedOver).toEqual(['ramp-join-b']);
+    expect(joined.plan.removed).toContain('ramp-join-a');
+    await applyRamp(runtime);
+    expect(await runtime.queues.get('ramp-join-a').isPaused()).toBe(true);
+  });
+
   it('cancel keeps the limits in force now; --restore puts the configured ones back', async () => {
     await backlog('ramp-configured', 5);
     await startRamp(runtime, { queues: ['ramp-configured'], durationMs: 60_000, from: 5, to: 50 });

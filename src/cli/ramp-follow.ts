@@ -22,8 +22,9 @@ export function warnAuditSkipped(reason: string | null, state?: string): void {
 
 /**
  * Applies the ramp `planId` from this process until it ends, showing its progress: a live bar on
- * a terminal, a line every few seconds otherwise, nothing with --json. Ctrl-C stops waiting, not the
- * ramp (a scheduler carries on with it).
+ * a terminal, a line every few seconds otherwise, nothing with --json. A plan that takes it over
+ * (a join, a --replace) is followed in its place. Ctrl-C stops waiting, not the ramp (a scheduler
+ * carries on with it).
  */
 export async function followRamp(ctx: CommandContext, runtime: Runtime, planId: string): Promise<FollowOutcome> {
   const live = !ctx.json && Boolean(process.stderr.isTTY);
@@ -56,15 +57,18 @@ export async function followRamp(ctx: CommandContext, runtime: Runtime, planId: 
   const done = new Promise<FollowOutcome>((resolve) => (finish = resolve));
   const onSigint = () => finish('detached');
   process.once('SIGINT', onSigint);
+  let following = planId;
   const ticker = startRampTicker(runtime, {
     onTick: (tick) => {
-      if (tick.plan?.id === planId) {
+      // A plan that took this one over (a join, a --replace) carries its queues on: follow it.
+      if (tick.plan?.replaces === following) following = tick.plan.id;
+      if (tick.plan?.id === following) {
         void getRampStatus(runtime).then(show, () => undefined);
         return;
       }
       // A Redis error here is not fatal: the next tick asks again.
       void new RampStore(runtime.redis, runtime.settings.prefix).readLast().then(
-        (last) => finish(last?.id === planId && last.outcome ? last.outcome : 'replaced'),
+        (last) => finish(last?.id === following && last.outcome ? last.outcome : 'replaced'),
         () => undefined,
       );
     },

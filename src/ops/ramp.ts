@@ -9,7 +9,6 @@ import type { QueueConfig } from '../queue/queues.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
   buildPlan,
-  carryOver,
   endsAt,
   failureRate,
   DEFAULT_RAMP_FROM,
@@ -20,6 +19,7 @@ import {
   queuePhase,
   queueEndsAt,
   queueStartsAt,
+  takeOver,
   type RampCurve,
   type RampPhase,
   type RampPlan,
@@ -152,7 +152,6 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     queues,
   };
   buildPlan(input); // every usage error before anything changes
-  const carried = active ? carryOver(active, names, now) : [];
 
   return auditedIfReachable(
     runtime,
@@ -174,29 +173,29 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     },
     async (operationId, dbAvailable) => {
       const built = buildPlan({ ...input, operationId });
-      const plan: RampPlan = { ...built, queues: [...built.queues, ...carried] };
       // Held and at the starting limit before any applier can see the plan; the queues carried over
       // go on as they are, and the first tick sets their limits.
       for (const queue of built.queues) {
         await runtime.queues.get(queue.name).pause();
-        const limit = limitAt(plan, queue, now);
+        const limit = limitAt(built, queue, now);
         await applyLimits(runtime.queues, queue.name, { rateLimit: limit.rateLimit, concurrency: limit.concurrency });
       }
-      const created = await store.create(plan, active ?? undefined);
+      const created = await store.create((current) => takeOver(built, current, now), active?.id ?? null);
       if (!created.ok) {
         throw new EffectsError(
           `Another ramp (${created.active?.id ?? 'unknown'}) was stored at the same moment; the queues are paused at the starting limit.`,
           'See it with `effects ramp status`; run this again with --replace to put this plan in force.',
         );
       }
+      const { plan, replaced } = created;
       if (dbAvailable) await new QueueSettings(runtime.db, runtime.settings.schema).setPaused(names, false, actor);
       await applyRamp(runtime, { now });
-      const carriedOver = carried.map((q) => q.name);
-      const left = (active?.queues ?? []).filter((q) => !names.includes(q.name) && !carriedOver.includes(q.name));
+      const carriedOver = plan.queues.filter((q) => !names.includes(q.name)).map((q) => q.name);
+      const left = (replaced?.queues ?? []).filter((q) => !names.includes(q.name) && !carriedOver.includes(q.name));
       for (const queue of left) await applyLimits(runtime.queues, queue.name, queue.after);
       return {
         plan: (await store.read()) ?? plan,
-        replaced: active,
+        replaced,
         carriedOver,
         leftRunning: left.map((q) => q.name),
         leftPaused: [],

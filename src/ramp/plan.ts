@@ -96,6 +96,8 @@ export interface RampPlan {
   outcome: 'finished' | 'cancelled' | 'replaced' | null;
   /** Set on a plan cancelled with `--restore`: its queues' after-ramp limits were put in force. */
   restored?: boolean;
+  /** The plan this one took over (its queues not named here go on in this one), if any. */
+  replaces?: string;
 }
 
 export type RampPhase = 'pending' | 'ramping' | 'done';
@@ -334,6 +336,25 @@ export function carryOver(old: RampPlan, named: readonly string[], t: number): R
     });
   }
   return carried;
+}
+
+/**
+ * The plan that takes over from `active` at t: the queues `built` names, as built, and the others
+ * carried over (`carryOver`). What the active plan knew goes on too: the queues an operator paused
+ * out of it stay out, and a hold in progress goes on (a join must not release the brake).
+ */
+export function takeOver(built: RampPlan, active: RampPlan | null, t: number): RampPlan {
+  if (!active) return built;
+  const named = built.queues.map((q) => q.name);
+  const hold = isHolding(active) ? active.holds.at(-1)! : null;
+  return {
+    ...built,
+    queues: [...built.queues, ...carryOver(active, named, t)],
+    removed: active.removed.filter((name) => !named.includes(name)),
+    holds: hold && built.holdOnErrors !== null ? [{ start: t, end: null, reason: hold.reason }] : [],
+    lastCheck: active.lastCheck,
+    replaces: active.id,
+  };
 }
 
 /** The failure rate of a check, or null when too few attempts finished for it to mean anything. */

@@ -54,15 +54,23 @@ export class RampStore {
   }
 
   /**
-   * Stores a new plan. Fails (returns the active plan) when one is active, unless `replace` names it:
-   * then that one is ended as `replaced` in the same step.
+   * Stores the plan `build` makes from the active one, which must be plan `replaces` (none when
+   * null); that one is ended as `replaced` in the same step. `build` runs again on every concurrent
+   * change of the active plan (a tick, a pause), so what it carries over is never stale; it must be
+   * pure. Fails (returns the active plan) when another plan took the place of `replaces`.
    */
-  async create(plan: RampPlan, replace?: RampPlan): Promise<{ ok: boolean; active: RampPlan | null }> {
-    const current = await this.readVersioned();
-    if (current && current.plan.id !== replace?.id) return { ok: false, active: current.plan };
-    const ended = current ? JSON.stringify(endedPlan(current.plan, 'replaced', plan.createdAt)) : '';
-    const ok = await this.cas(current?.raw ?? '', JSON.stringify(plan), ended);
-    return { ok, active: ok ? null : await this.read() };
+  async create(
+    build: (active: RampPlan | null) => RampPlan,
+    replaces: string | null,
+  ): Promise<{ ok: true; plan: RampPlan; replaced: RampPlan | null } | { ok: false; active: RampPlan | null }> {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const current = await this.readVersioned();
+      if ((current?.plan.id ?? null) !== replaces) return { ok: false, active: current?.plan ?? null };
+      const plan = build(current?.plan ?? null);
+      const ended = current ? JSON.stringify(endedPlan(current.plan, 'replaced', plan.createdAt)) : '';
+      if (await this.cas(current?.raw ?? '', JSON.stringify(plan), ended)) return { ok: true, plan, replaced: current?.plan ?? null };
+    }
+    return { ok: false, active: await this.read() };
   }
 
   /**
