@@ -316,9 +316,19 @@ describe('rebuild without a config file (an operator machine after a Redis wipe)
     const emptyDir = await fs.mkdtemp(path.join(os.tmpdir(), 'effects-rebuild-no-config-'));
     try {
       await services.migrate();
-      // A worker's start records its queues' config in the ledger database.
-      const started = await startWorker(services.runtime({ effects: definitions, retention: { completedAge: '2h' } }));
-      await started.close({ timeoutMs: 1000 });
+      // A worker's start records its queues' config in the ledger database; a second start with the
+      // same config writes nothing.
+      const workerConfig = { effects: definitions, retention: { completedAge: '2h' } };
+      await (await startWorker(services.runtime(workerConfig))).close({ timeoutMs: 1000 });
+      const recordedAt = async () =>
+        (await services.db.withSchema(services.schema).table('queue_settings').orderBy('queue')).map((r) => [r.queue, r.config_updated_at.getTime()]);
+      const first = await recordedAt();
+      await (await startWorker(services.runtime(workerConfig))).close({ timeoutMs: 1000 });
+      expect(await recordedAt()).toEqual(first);
+      // The record of an effect removed long ago, with nothing owed and no queue: not brought back.
+      await new QueueSettings(services.db, services.schema).recordConfigs(
+        new Map([['removed-effect', { attempts: 1, backoff: { type: 'fixed', delay: 1, jitter: 0 }, retention: { completedAgeMs: 1, failedAgeMs: 1 }, rateLimit: { max: 5, durationMs: 1000 } }]]),
+      );
       const emittedAt = new Date(Date.now() - 60_000);
       const rows = (await services.db
         .withSchema(services.schema)
@@ -361,6 +371,7 @@ describe('rebuild without a config file (an operator machine after a Redis wipe)
       expect(await opts('send-email')).toMatchObject({ attempts: 10, backoff: { type: 'fixed', delay: 10 }, removeOnComplete: { age: 7200 } });
       expect(await opts('legacy-effect')).toMatchObject({ attempts: 10, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: { age: 3600 } });
       expect(await runtime.queues.get('notify-crm').getGlobalConcurrency()).toBe(3);
+      expect(await services.redis.keys(`${services.prefix}:removed-effect:*`)).toEqual([]);
     } finally {
       await services.cleanup();
       await fs.rm(emptyDir, { recursive: true, force: true });

@@ -93,7 +93,6 @@ async function runBulkSteps<R extends BulkRun>(ctx: CommandContext, runtime: Run
   }
 }
 
-/** The dry run's plan: counts by queue, job name and error group, and how long it would take. */
 /** A mistyped id matches nothing, silently: say which, on stderr (stdout may be --json). */
 function warnUnmatched<R extends BulkRun>(plan: R): R {
   const unmatched = plan.plan?.unmatchedIds ?? [];
@@ -104,6 +103,7 @@ function warnUnmatched<R extends BulkRun>(plan: R): R {
   return plan;
 }
 
+/** The dry run's plan: counts by queue, job name and error group, and how long it would take. */
 export function renderPlan(plan: BulkPlan, verb: string, ctx: CommandContext, pacing?: { brakeWaitMs: number }): string {
   const { chalk } = ctx;
   if (plan.matched === 0) return 'No failed jobs match: nothing to do.';

@@ -77,7 +77,7 @@ export interface Settings {
 const toMs = (value: string | number | undefined, fallback: number, key: string) =>
   value === undefined ? fallback : typeof value === 'number' ? value : parseDuration(value, key);
 
-function resolveBackoff(setting: BackoffSetting | undefined): ResolvedEffect['backoff'] {
+export function resolveBackoff(setting: BackoffSetting | undefined): ResolvedEffect['backoff'] {
   if (setting === undefined || setting === 'exponential+jitter') {
     return { type: 'exponential', delay: DEFAULTS.backoffDelayMs, jitter: DEFAULTS.backoffJitter };
   }

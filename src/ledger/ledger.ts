@@ -229,6 +229,17 @@ export class Ledger {
   }
 
   /** Rows per effect and status, for `effects status`. */
+  /** Those of `effects` that have pending rows: one index probe per effect, whatever the ledger's size. */
+  async effectsWithPending(effects: readonly string[]): Promise<string[]> {
+    if (effects.length === 0) return [];
+    const { rows } = (await this.db.raw(
+      `select e.effect from unnest(?::text[]) as e(effect)
+        where exists (select 1 from ??.ledger l where l.effect = e.effect and l.status = 'pending')`,
+      [effects as string[], this.schema],
+    )) as { rows: Array<{ effect: string }> };
+    return rows.map((r) => r.effect);
+  }
+
   async countByEffect(): Promise<EffectCounts[]> {
     const rows = (await this.table()
       .select('effect', 'status')

@@ -39,8 +39,16 @@ export class QueueSettings {
    */
   async recordConfigs(configs: ReadonlyMap<string, QueueConfig>): Promise<void> {
     if (configs.size === 0) return;
-    const rows = [...configs].map(([queue, config]) => ({ queue, config: JSON.stringify(config), config_updated_at: this.db.fn.now() }));
-    await this.table().insert(rows).onConflict('queue').merge(['config', 'config_updated_at']);
+    // In queue order, so workers starting together lock the rows in one order (no deadlock); and
+    // only where the config changed, so a fleet's restarts write nothing.
+    const rows = [...configs]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([queue, config]) => ({ queue, config: JSON.stringify(config), config_updated_at: this.db.fn.now() }));
+    await this.table()
+      .insert(rows)
+      .onConflict('queue')
+      .merge(['config', 'config_updated_at'])
+      .whereRaw('?? is distinct from excluded.config', [`queue_settings.config`]);
   }
 
   /** The config each queue's workers last started with, for the queues a worker has recorded one. */

@@ -5,7 +5,6 @@ import { formatDuration } from '../core/duration.js';
 import { QueueSettings } from '../ledger/queue-settings.js';
 import { applyLimits, isPaused, readLimits, type QueueLimits } from '../queue/limits.js';
 import { redisTime } from '../queue/redis.js';
-import type { QueueConfig } from '../queue/queues.js';
 import { applyRamp } from '../ramp/apply.js';
 import {
   buildPlan,
@@ -26,7 +25,7 @@ import {
 } from '../ramp/plan.js';
 import { RampStore } from '../ramp/store.js';
 import { auditedIfReachable, auditUnavailable, defaultActor } from './audit.js';
-import { queueConfigs } from './restore-queues.js';
+import { configuredQueueConfigs, queueConfigs } from './restore-queues.js';
 import { selectQueues, type QueueSelection } from './select-queues.js';
 
 export interface StartRampOptions extends QueueSelection {
@@ -97,16 +96,17 @@ export async function startRamp(runtime: Runtime, options: StartRampOptions): Pr
     );
   }
 
-  // Without a config file, the limits the workers last started with, when the ledger database
-  // answers: a ramp needs only Redis, and must work with the database down.
-  const dbUnavailable = runtime.effectsByName.size > 0 ? null : await auditUnavailable(runtime);
-  const configs = dbUnavailable ? new Map<string, QueueConfig>() : await queueConfigs(runtime);
+  // For queues the config file does not define, the limits the workers last started with, when the
+  // ledger database answers: a ramp needs only Redis, and must work with the database down.
+  const unconfigured = names.some((name) => !runtime.effectsByName.has(name));
+  const dbUnavailable = unconfigured ? await auditUnavailable(runtime) : null;
+  const configs = unconfigured && !dbUnavailable ? await queueConfigs(runtime) : configuredQueueConfigs(runtime);
   const missingTo = names.filter((n) => options.to === undefined && !configs.get(n)?.rateLimit);
   if (missingTo.length) {
     throw new UsageError(
       `--to is needed: queue(s) ${missingTo.join(', ')} have no configured rate limit to ramp to.`,
       dbUnavailable
-        ? `Pass --to N (jobs per second per queue at the end of the ramp), or --config: without a config file the rate limits come from the ledger database, which is unreachable (${dbUnavailable}).`
+        ? `Pass --to N (jobs per second per queue at the end of the ramp), or --config: for queues the config file does not define, the rate limits come from the ledger database, which is unreachable (${dbUnavailable}).`
         : 'Pass --to N (jobs per second per queue at the end of the ramp).',
     );
   }
@@ -305,9 +305,10 @@ export interface RampSummary {
  * The active ramp as `effects status` summarises it, or null when none runs: read from the plan
  * alone, without getRampStatus's reads of every ramped queue's limits and paused state.
  */
-export async function getRampSummary(runtime: Runtime, now = Date.now()): Promise<RampSummary | null> {
+export async function getRampSummary(runtime: Runtime, at?: number): Promise<RampSummary | null> {
   const plan = await new RampStore(runtime.redis, runtime.settings.prefix).read();
   if (!plan) return null;
+  const now = at ?? (await redisTime(runtime.redis));
   const end = endsAt(plan, now);
   return {
     progress: planProgress(plan, now),

@@ -3,6 +3,7 @@ import { QueueSettings } from '../ledger/queue-settings.js';
 import { SETTINGS_APPLIED_FIELD, redisKeys } from '../queue/keys.js';
 import { applyLimits } from '../queue/limits.js';
 import { RampStore } from '../ramp/store.js';
+import { discoverQueues } from '../queue/discover.js';
 import { queueConfigOf, type QueueConfig } from '../queue/queues.js';
 
 export interface RestoredQueue {
@@ -16,8 +17,9 @@ export interface RestoredQueue {
 
 /**
  * Puts back what a Redis wipe loses and only the config and the ledger database remember: each
- * configured queue's global limits (without a config file, those the workers last started with) and the paused state an operator left it in. Also what a new
- * queue never had: the worker's start and every rebuild call this. A queue whose meta hash still
+ * configured queue's global limits (without a config file, those the workers last started with,
+ * for the queues still in use) and the paused state an operator left it in. Also what a new queue
+ * never had: the worker's start and every rebuild call this. A queue whose meta hash still
  * carries SETTINGS_APPLIED_FIELD is left alone, so a running system is never overridden: not what an
  * operator set since, and not by a process with another config (a rolling deploy, a laptop). A queue
  * is never resumed by this, and a queue in the active ramp gets its limits from the ramp.
@@ -30,7 +32,7 @@ export async function restoreQueueSettings(
   const stored = new QueueSettings(runtime.db, runtime.settings.schema);
   const [paused, configs] = await Promise.all([stored.listPaused().then((names) => new Set(names)), queueConfigs(runtime)]);
   const wanted = options.queues ? new Set(options.queues) : undefined;
-  const candidates = [...new Set([...configs.keys(), ...paused])]
+  const candidates = [...new Set([...(await queuesToRestore(runtime, configs)), ...paused])]
     .filter((q) => !wanted || wanted.has(q))
     .sort();
   if (candidates.length === 0) return [];
@@ -70,10 +72,31 @@ export async function restoreQueueSettings(
 }
 
 /**
- * The config of every queue this process knows: with a config file, its effects'; without one, what
+ * The config of every queue this process knows: its config file's effects, and for the others what
  * the workers recorded when they last started (`QueueSettings.recordConfigs`).
  */
 export async function queueConfigs(runtime: Runtime): Promise<Map<string, QueueConfig>> {
-  if (runtime.effectsByName.size === 0) return new QueueSettings(runtime.db, runtime.settings.schema).configs();
+  const recorded = await new QueueSettings(runtime.db, runtime.settings.schema).configs();
+  return new Map([...recorded, ...configuredQueueConfigs(runtime)]);
+}
+
+/** The config file's queues and their configs, without the database. */
+export function configuredQueueConfigs(runtime: Runtime): Map<string, QueueConfig> {
   return new Map([...runtime.effectsByName].map(([name, effect]) => [name, queueConfigOf(effect, runtime.settings)]));
+}
+
+/**
+ * The queues whose limits a restore considers: the config file's; without one, the recorded queues
+ * that are still in use (pending ledger rows, or jobs in Redis), so that the record of an effect
+ * long removed does not bring its queue back.
+ */
+async function queuesToRestore(runtime: Runtime, configs: Map<string, QueueConfig>): Promise<string[]> {
+  if (runtime.effectsByName.size > 0) return [...runtime.effectsByName.keys()];
+  const recorded = [...configs.keys()];
+  if (recorded.length === 0) return [];
+  const [owed, inRedis] = await Promise.all([
+    runtime.ledger.effectsWithPending(recorded),
+    discoverQueues(runtime.redis, runtime.settings.prefix),
+  ]);
+  return recorded.filter((queue) => owed.includes(queue) || inRedis.includes(queue));
 }

@@ -69,7 +69,7 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
         listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
       ])
     : [null, null];
-  return { queues, ledger, ledgerProblem, recentOperations, ramp: await getRampSummary(runtime, now) };
+  return { queues, ledger, ledgerProblem, recentOperations, ramp: await getRampSummary(runtime) };
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

@@ -1,6 +1,6 @@
 import { Queue, type JobsOptions } from 'bullmq';
 import type { RedisClient } from './redis.js';
-import { DEFAULTS, type ResolvedEffect, type Settings } from '../config/settings.js';
+import { DEFAULTS, resolveBackoff, type ResolvedEffect, type Settings } from '../config/settings.js';
 
 /** One BullMQ Queue object per queue name, shared by everything in the process. */
 export class QueueRegistry {
@@ -44,18 +44,13 @@ export interface QueueConfig {
 export function queueConfigOf(effect: ResolvedEffect | undefined, settings: Settings): QueueConfig {
   return {
     attempts: effect?.attempts ?? DEFAULTS.attempts,
-    backoff: effect?.backoff ?? DEFAULT_BACKOFF,
+    backoff: effect?.backoff ?? resolveBackoff(undefined),
     retention: settings.retention,
     ...(effect?.globalConcurrency ? { globalConcurrency: effect.globalConcurrency } : {}),
     ...(effect?.rateLimit ? { rateLimit: effect.rateLimit } : {}),
   };
 }
 
-const DEFAULT_BACKOFF: ResolvedEffect['backoff'] = {
-  type: 'exponential',
-  delay: DEFAULTS.backoffDelayMs,
-  jitter: DEFAULTS.backoffJitter,
-};
 
 /**
  * BullMQ options for an effect's jobs. Completed jobs are kept for a while so a repeated push of the

@@ -130,10 +130,10 @@ async function undoLateLimits(runtime: Runtime, store: RampStore, id: string, ra
       if (!active?.queues.some((q) => q.name === queue.name)) await applyLimits(runtime.queues, queue.name, queue.after);
       continue;
     }
-    const now = current.queues.find((q) => q.name === queue.name);
+    const inPlan = current.queues.find((q) => q.name === queue.name);
     const over =
-      !now || now.finishedAt !== null || current.outcome === 'finished' || (current.outcome === 'cancelled' && current.restored === true);
-    if (over) await applyLimits(runtime.queues, queue.name, now?.after ?? queue.after);
+      !inPlan || inPlan.finishedAt !== null || current.outcome === 'finished' || (current.outcome === 'cancelled' && current.restored === true);
+    if (over) await applyLimits(runtime.queues, queue.name, inPlan?.after ?? queue.after);
   }
 }
 

@@ -254,6 +254,9 @@ class EffectsWorker extends Worker {
    * (run again a lock duration later; twice in a job's life, failed as stalled too often).
    */
   protected override async moveToActive(...args: Parameters<Worker['moveToActive']>): ReturnType<Worker['moveToActive']> {
+    // A worker woken from its wait for jobs after it paused (shutdown) takes none: BullMQ itself
+    // asks only before the wait.
+    if (this.isPaused() || this.closing) return undefined as unknown as Job;
     const fetching = this.inFlight.start();
     try {
       const job = await super.moveToActive(...args);

@@ -67,6 +67,9 @@ the queues of the last ramp, if it was cancelled without it (they stay at the ra
         if (ctx.json) return ctx.printJson(result);
         if (!result.cancelled && !result.restored) return ctx.print('No ramp is active; nothing to cancel.');
         const notStarted = result.queues.filter((q) => !q.started).map((q) => q.name);
+        if (!result.cancelled && result.queues.length === 0) {
+          return ctx.print(`No ramp is active; the last one (${result.plan!.id}) had no queue left to restore.`);
+        }
         const what = !result.cancelled
           ? `no ramp is active; the queues of ramp ${result.plan!.id}, cancelled before, got their configured limits (or those before the ramp):`
           : result.restored
