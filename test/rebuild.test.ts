@@ -350,6 +350,13 @@ describe('rebuild without a config file (an operator machine after a Redis wipe)
           cwd: emptyDir,
           env: { EFFECTS_REDIS_URL: services.redisUrl, EFFECTS_DATABASE_URL: services.databaseUrl },
         });
+      // Without a config file and with no queue left in Redis, status still says what is owed.
+      const status = await runCli(['--prefix', services.prefix, '--schema', services.schema, 'status'], {
+        cwd: emptyDir,
+        env: { EFFECTS_REDIS_URL: services.redisUrl, EFFECTS_DATABASE_URL: services.databaseUrl },
+      });
+      expect(status.stdout).toContain('3 pending ledger row(s) of legacy-effect, notify-crm, send-email have no waiting, active or delayed job');
+      expect(status.stdout).toMatch(/legacy-effect\s+1\s+0/);
       const dryRun = await cli(['--dry-run']);
       expect(dryRun.stdout).toContain(
         'jobs of legacy-effect would get the default job options (10 attempts, exponential backoff from 1s): no config file defines these effects and no worker has recorded their config',

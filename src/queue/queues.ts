@@ -51,7 +51,6 @@ export function queueConfigOf(effect: ResolvedEffect | undefined, settings: Sett
   };
 }
 
-
 /**
  * BullMQ options for an effect's jobs. Completed jobs are kept for a while so a repeated push of the
  * same job id stays a no-op; failed ones are kept long enough for people to look at them.

@@ -33,7 +33,9 @@ job is alive are counted, not duplicated. A row whose job completed after the ro
 (over 5 s ago) is marked done without running again: only its done-mark was lost with a crashed
 worker. A job BullMQ holds as failed, or as completed before the row became pending again (a
 replay), is re-driven. After a Redis wipe it first puts back each queue's configured limits
-and the paused state an operator left it in. Ctrl-C stops between chunks; a re-run continues.
+(without a config file: those its workers recorded, for queues still in use) and the paused state
+an operator left it in. Effects that neither a config file nor a worker's record describes get the
+default job options, and the output names them. Ctrl-C stops between chunks; a re-run continues.
 
 Examples:
   $ effects rebuild --since 3h --dry-run

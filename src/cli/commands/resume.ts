@@ -21,12 +21,12 @@ export function registerResume(program: Command, setExitCode: (code: number) => 
     .option('--all', 'every queue under the prefix (a ramp starts them in name order)')
     .option('--ramp <duration>', 'ramp each queue up over this long, e.g. 10m', durationArg)
     .option('--from <rate>', 'jobs per second per queue at the start of the ramp, e.g. 5 or 300/m (default: 1/s, or a queue\'s lower end rate)', rateArg)
-    .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit)", rateArg)
+    .option('--to <rate>', "jobs per second per queue at the end (default: each queue's configured rate limit; without a config file, the one its workers recorded)", rateArg)
     .addOption(new Option('--curve <curve>', 'shape of the ramp; exponential starts slowly (default: linear)').choices([...RAMP_CURVES]))
     .option('--stagger <duration>', 'start the queues one after another, this far apart', durationArg)
     .option('--hold-on-errors <rate>', 'stop rising while the failure rate of the ramped queues is above this, e.g. 10%', ratioArg)
     .option('--detach', 'store the plan and return; running schedulers apply it')
-    .option('--replace', 'replace an active ramp (or take its queues out of it for a plain resume)')
+    .option('--replace', 'with --ramp: ramp anew queues already in the active ramp, its other queues going on from where they are; without: take the queues out of the ramp and resume them now')
     .option('--reason <text>', 'why, for the audit trail')
     .addHelpText(
       'after',
@@ -41,10 +41,13 @@ A ramp sets each queue's BullMQ global rate limit (and global concurrency, where
 the curve; queues not yet started stay paused. The plan is stored in Redis and applied by this
 command while it waits and by every running \`effects scheduler\`, so closing this terminal (or
 Ctrl-C) does not stop it. When a queue's ramp ends its configured limits are in force (for a queue
-without config: the limits it had before). See it with \`effects ramp status\`.
+without config: the limits it had before). See it with \`effects ramp status\`. Queues that are not
+in the active ramp join it (its other queues go on in the new plan from where they are), and this
+command then follows the new plan.
 
 Exit codes: 0 the ramp finished (or --detach / Ctrl-C left it running), 1 it was cancelled or
-replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a ramp already active).`,
+replaced meanwhile (a plan that took it over is followed instead), 2 bad flags (--from above --to,
+zero rates, unknown queue, queues already in the active ramp without --replace).`,
     )
     .action(async (opts, command: Command) => {
       const ctx = await CommandContext.from(command);
@@ -90,8 +93,8 @@ replaced meanwhile, 2 bad flags (--from above --to, zero rates, unknown queue, a
           if (started.replaced) {
             const { carriedOver } = started;
             ctx.print(
-              `replaced ramp ${started.replaced.id}` +
-                (carriedOver.length ? `; ${carriedOver.join(', ')} go on in this one from where they were` : ''),
+              `${opts.replace ? 'took over' : 'joined'} ramp ${started.replaced.id}` +
+                (carriedOver.length ? `; ${carriedOver.join(', ')} go on in the new plan from where they were` : ''),
             );
           }
           ctx.print(`ramp ${started.plan.id}: ${describePlan(started.plan)}, ${started.plan.queues.length} queue(s)`);

@@ -8,8 +8,8 @@ export function registerScheduler(program: Command, setExitCode: (code: number) 
   program
     .command('scheduler')
     .description('run the periodic rebuild of pending ledger rows, and apply ramp plans, until SIGTERM/SIGINT')
-    .option('--every <duration>', 'how often the rebuild runs (default: 1h)', durationArg)
-    .option('--lookback <duration>', 'how far back each rebuild looks for pending rows (default: 24h)', durationArg)
+    .option('--every <duration>', 'how often the rebuild runs, at least 1s (default: 1h)', durationArg)
+    .option('--lookback <duration>', 'how far back each rebuild looks for pending rows, longer than 0 (default: 24h)', durationArg)
     .addHelpText(
       'after',
       `

@@ -92,8 +92,10 @@ function render(report: StatusReport, ctx: CommandContext): string {
     : '';
   const ramp = report.ramp ? renderRamp(report.ramp, chalk) : '';
   if (report.queues.length === 0) {
-    const none = `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
-    return [none, operations].filter(Boolean).join('\n\n');
+    // Pending rows with no queue at all: a Redis that lost its data, more likely than a wrong prefix.
+    const lostJobs = lostJobsHint(report, chalk);
+    const none = lostJobs || `No queues under prefix "${ctx.settings.prefix}". Check --prefix, or start a worker.`;
+    return [none, report.ledger ? renderLedger(report, chalk) : '', operations].filter(Boolean).join('\n\n');
   }
   const queues = table(
     ['queue', 'waiting', 'active', 'delayed', 'failed', 'poison', 'completed', 'paused', 'limits', 'oldest waiting'],
@@ -116,13 +118,7 @@ function render(report: StatusReport, ctx: CommandContext): string {
     ]),
     chalk,
   );
-  const ledger = report.ledger
-    ? table(
-        ['effect', 'pending', 'done', 'failed', 'discarded'],
-        report.ledger.map((l) => [l.effect, l.pending, l.done, count(l.failed, chalk, 'red'), l.discarded]),
-        chalk,
-      )
-    : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
+  const ledger = report.ledger ? renderLedger(report, chalk) : chalk.dim(`ledger: ${report.ledgerProblem ?? 'not available'}`);
   // Pending rows with no job say more than missing queues (a wiped Redis looks like a wrong prefix).
   const lostJobs = lostJobsHint(report, chalk);
   const noneInRedis = report.queues.every((q) => !q.exists)
@@ -131,6 +127,14 @@ function render(report: StatusReport, ctx: CommandContext): string {
       )
     : '';
   return [queues, ramp, ledger, lostJobs || noneInRedis, operations].filter(Boolean).join('\n\n');
+}
+
+function renderLedger(report: StatusReport, chalk: CommandContext['chalk']): string {
+  return table(
+    ['effect', 'pending', 'done', 'failed', 'discarded'],
+    (report.ledger ?? []).map((l) => [l.effect, l.pending, l.done, count(l.failed, chalk, 'red'), l.discarded]),
+    chalk,
+  );
 }
 
 /**
