@@ -255,7 +255,7 @@ describe('effects CLI as a process', () => {
 
   it('exits 2 when a command group is given no subcommand; --help and --version exit 0', { timeout: 60_000 }, async () => {
     const groups = [[], ['poison'], ['ramp'], ['help', 'nosuch']];
-    const fine = [['poison', '--help'], ['--version'], ['help', 'poison']];
+    const fine = [['poison', '--help'], ['--version'], ['help', 'poison'], ['ops', 'list', '--json', '-V']];
     const [missing, shown] = await Promise.all([
       Promise.all(groups.map((args) => runCli(args, { cwd: emptyDir }))),
       Promise.all(fine.map((args) => runCli(args, { cwd: emptyDir }))),
@@ -268,6 +268,9 @@ describe('effects CLI as a process', () => {
     expect(missing[1].stderr).toContain("error: missing subcommand: 'effects poison' expects one of: list, show");
     expect(missing[0].stderr).toMatch(/error: missing subcommand: 'effects' expects one of: worker, scheduler, status/);
     expect(missing[3].stderr).toContain("error: unknown command 'nosuch'");
+    // The version, as JSON when --json asks for JSON on stdout (the fuzzer's find).
+    expect(shown[1].stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(JSON.parse(shown[3].stdout)).toEqual({ version: shown[1].stdout.trim() });
 
     // Every group, found by walking the program in-process (spawning each would take long).
     const groupsOf = (command: Command, path: string[] = []): string[][] => {

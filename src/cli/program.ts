@@ -1,4 +1,4 @@
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { UsageError } from '../core/errors.js';
 import { registerDiscard } from './commands/discard.js';
 import { registerMigrate } from './commands/migrate.js';
@@ -19,7 +19,6 @@ export const VERSION = '0.1.0';
 export function buildProgram(setExitCode: (code: number) => void): Command {
   const program = new Command('effects')
     .description('Durable, queued side effects: run them, and see and fix what went wrong.')
-    .version(VERSION)
     .exitOverride()
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
     .showSuggestionAfterError(true)
@@ -54,6 +53,13 @@ Examples:
   $ effects status --redis-cluster --redis redis://10.0.0.1:6379,redis://10.0.0.2:6379 --prefix '{effects}'`,
     );
 
+  // commander's .version() prints the bare number, even with --json (which promises JSON on stdout).
+  program.option('-V, --version', 'output the version number').on('option:version', () => {
+    // The whole command line (commander keeps it, untyped): --json may come after -V.
+    const json = (program as Command & { rawArgs: string[] }).rawArgs.includes('--json');
+    process.stdout.write(json ? `${JSON.stringify({ version: VERSION })}\n` : `${VERSION}\n`);
+    throw new CommanderError(0, 'commander.version', VERSION);
+  });
   program.hook('preAction', (_program, action) => refuseFlagsTakenAsValues(action));
 
   registerWorker(program, setExitCode);
