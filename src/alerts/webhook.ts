@@ -2,7 +2,8 @@ import type { Job } from 'bullmq';
 import type { RedisClient } from '../queue/redis.js';
 import pRetry, { AbortError } from 'p-retry';
 import type { ResolvedEffect } from '../config/settings.js';
-import type { Logger } from '../core/logger.js';
+import { asError } from '../core/errors.js';
+import { errorSummary, type Logger } from '../core/logger.js';
 import { redactWebhookUrl } from '../core/redact.js';
 import { redisKeys } from '../queue/keys.js';
 import { poisonMessage, type PoisonAlert } from './poison-message.js';
@@ -147,7 +148,7 @@ export class PoisonAlerter {
         signal: this.shutdown.signal,
         onFailedAttempt: (error) => {
           if (error.retriesLeft > 0) {
-            log.warn({ err: { message: error.message }, attempt: error.attemptNumber, retriesLeft: error.retriesLeft }, 'poison alert failed; retrying');
+            log.warn({ err: errorSummary(error), attempt: error.attemptNumber, retriesLeft: error.retriesLeft }, 'poison alert failed; retrying');
           }
         },
       });
@@ -155,7 +156,7 @@ export class PoisonAlerter {
       log.info('poison alert sent');
     } catch (error) {
       this.stats.failed += 1;
-      log.error({ err: { message: (error as Error).message } }, 'poison alert given up');
+      log.error({ err: errorSummary(asError(error)) }, 'poison alert given up');
       // Not delivered: let a later poisoning of this job (after a replay) alert again.
       await this.redis.del(key).catch(() => undefined);
     }
@@ -166,7 +167,7 @@ export class PoisonAlerter {
     try {
       return (await this.redis.set(key, String(alert.at), 'PX', this.options.dedupTtlMs, 'NX')) === 'OK';
     } catch (error) {
-      log.warn({ err: { message: (error as Error).message } }, 'poison alert: Redis unavailable for de-duplication; sending anyway');
+      log.warn({ err: errorSummary(asError(error)) }, 'poison alert: Redis unavailable for de-duplication; sending anyway');
       return true;
     }
   }

@@ -1,4 +1,4 @@
-import type { Logger } from '../core/logger.js';
+import { errorSummary, type Logger } from '../core/logger.js';
 
 /**
  * The signal table of long-running commands: the first SIGTERM/SIGINT drains, a second forces.
@@ -18,7 +18,7 @@ export function untilSignalled(drain: (signal: string) => Promise<void>, log: Lo
       drain(signal).then(
         () => resolve(0),
         (error: Error) => {
-          log.error({ err: { message: error.message } }, 'error during shutdown');
+          log.error({ err: errorSummary(error) }, 'error during shutdown');
           resolve(1);
         },
       );

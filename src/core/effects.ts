@@ -5,8 +5,8 @@ import { connectionSecrets, resolveSettings, type ConnectionFlags } from '../con
 import type { EffectsConfig } from '../config/types.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { MAX_TASK_FIELD_LENGTH, pushRows, type PushableRow } from '../queue/push.js';
-import { UsageError } from './errors.js';
-import { createLogger, type Logger } from './logger.js';
+import { asError, UsageError } from './errors.js';
+import { createLogger, errorSummary, type Logger } from './logger.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
 
 export interface EmitOptions {
@@ -95,7 +95,7 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
     const pushing = work
       .catch((error: Error) =>
         log.warn(
-          { err: { message: error.message }, ledgerIds: rows.map((r) => r.id) },
+          { err: errorSummary(error), ledgerIds: rows.map((r) => r.id) },
           'push failed; the rows stay pending and the scheduler will enqueue them',
         ),
       )
@@ -144,7 +144,7 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
       if (closed()) return leftToScheduler(ledgerIds);
       // Outcome unknown: push them all. The worker skips a job whose row does not exist, and row ids
       // are never reused.
-      log.warn({ err: { message: (error as Error).message }, ledgerIds }, 'cannot read back what the transaction kept; pushing every row');
+      log.warn({ err: errorSummary(asError(error)), ledgerIds }, 'cannot read back what the transaction kept; pushing every row');
     }
     if (owed.length === 0) return;
     if (closed()) return leftToScheduler(ledgerIds);

@@ -228,7 +228,6 @@ export class Ledger {
     return query;
   }
 
-  /** Rows per effect and status, for `effects status`. */
   /** Those of `effects` that have pending rows: one index probe per effect, whatever the ledger's size. */
   async effectsWithPending(effects: readonly string[]): Promise<string[]> {
     if (effects.length === 0) return [];
@@ -240,6 +239,7 @@ export class Ledger {
     return rows.map((r) => r.effect);
   }
 
+  /** Rows per effect and status, for `effects status`. */
   async countByEffect(): Promise<EffectCounts[]> {
     const rows = (await this.table()
       .select('effect', 'status')

@@ -1,5 +1,5 @@
 import pRetry from 'p-retry';
-import type { Logger } from '../core/logger.js';
+import { errorSummary, type Logger } from '../core/logger.js';
 
 /**
  * SQLSTATE classes and driver errors that mean "the server went away" or "not now" (57014: a
@@ -61,5 +61,5 @@ export async function withDbRetry<T>(run: () => Promise<T>, log: Logger, what: s
 }
 
 function warnRetrying(log: Logger, what: string, attempt: number, error: Error): void {
-  log.warn({ attempt, err: { message: error.message } }, `ledger ${what} failed; retrying`);
+  log.warn({ attempt, err: errorSummary(error) }, `ledger ${what} failed; retrying`);
 }

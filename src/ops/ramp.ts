@@ -409,7 +409,7 @@ async function leaveQueues(runtime: Runtime, plan: RampPlan, restore: boolean): 
     queues.push({
       name: queue.name,
       limits: await readLimits(runtime.redis, runtime.settings.prefix, queue.name),
-      paused: await runtime.queues.get(queue.name).isPaused(),
+      paused: await isPaused(runtime.redis, runtime.settings.prefix, queue.name),
       started: queue.startedAt !== null,
     });
   }

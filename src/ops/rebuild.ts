@@ -157,8 +157,8 @@ async function scanAndEnqueue(
     dryRun,
     interrupted: false,
   };
-  result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun });
   const configs = await queueConfigs(runtime);
+  result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun, configs });
   const withDefaults = new Set<string>();
 
   const chunkSize = chunkSizeForRate(options.rate, options.chunkSize ?? DEFAULT_CHUNK_SIZE);

@@ -26,11 +26,14 @@ export interface RestoredQueue {
  */
 export async function restoreQueueSettings(
   runtime: Runtime,
-  options: { queues?: string[]; dryRun?: boolean } = {},
+  options: { queues?: string[]; dryRun?: boolean; configs?: Map<string, QueueConfig> } = {},
 ): Promise<RestoredQueue[]> {
   const keys = redisKeys(runtime.settings.prefix);
   const stored = new QueueSettings(runtime.db, runtime.settings.schema);
-  const [paused, configs] = await Promise.all([stored.listPaused().then((names) => new Set(names)), queueConfigs(runtime)]);
+  const [paused, configs] = await Promise.all([
+    stored.listPaused().then((names) => new Set(names)),
+    options.configs ?? queueConfigs(runtime),
+  ]);
   const wanted = options.queues ? new Set(options.queues) : undefined;
   const candidates = [...new Set([...(await queuesToRestore(runtime, configs)), ...paused])]
     .filter((q) => !wanted || wanted.has(q))

@@ -2,6 +2,7 @@ import { Worker } from 'bullmq';
 import { DEFAULTS } from '../config/settings.js';
 import { formatDuration } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
+import { errorSummary } from '../core/logger.js';
 import type { Runtime } from '../core/runtime.js';
 import { assertMigrated } from '../ledger/migrate.js';
 import { SCHEDULER_QUEUE } from '../queue/keys.js';
@@ -71,7 +72,7 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
     queue
       .getJobScheduler(REBUILD_SCHEDULER_ID)
       .then((existing) => (existing ? undefined : upsertSchedule()))
-      .catch((error: Error) => log.warn({ err: { message: error.message } }, 'cannot re-assert the rebuild schedule; retrying'));
+      .catch((error: Error) => log.warn({ err: errorSummary(error) }, 'cannot re-assert the rebuild schedule; retrying'));
   }, Math.min(everyMs, 60_000));
   keepSchedule.unref();
 
@@ -90,7 +91,7 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       const replayCountsDropped = await listQueues(runtime)
         .then((queues) => trimReplayCounts(runtime.redis, runtime.settings.prefix, queues))
         .catch((error: Error) => {
-          log.warn({ err: { message: error.message } }, 'cannot drop stale replay counts; retrying next period');
+          log.warn({ err: errorSummary(error) }, 'cannot drop stale replay counts; retrying next period');
           return 0;
         });
       if (replayCountsDropped) log.info({ replayCountsDropped }, 'replay counts of jobs that no longer exist dropped');
@@ -98,8 +99,8 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
     },
     { connection: runtime.redis, prefix: runtime.settings.prefix, concurrency: 1 },
   );
-  worker.on('error', (error) => log.warn({ err: { message: error.message } }, 'scheduler worker error'));
-  worker.on('failed', (_job, error) => log.error({ err: { message: error.message } }, 'periodic rebuild failed'));
+  worker.on('error', (error) => log.warn({ err: errorSummary(error) }, 'scheduler worker error'));
+  worker.on('failed', (_job, error) => log.error({ err: errorSummary(error) }, 'periodic rebuild failed'));
   await worker.waitUntilReady();
   // Every scheduler applies the active ramp: the limit is a pure function of plan and time, so
   // several of them set the same values, and a ramp outlives the terminal that started it.
@@ -111,7 +112,7 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       if (tick.finished.length) log.info({ queues: tick.finished }, 'ramp: queues at their after-ramp limits');
       if (tick.ended) log.info({ ramp: tick.ended.id }, 'ramp finished');
     },
-    onError: (error) => log.warn({ err: { message: error.message } }, 'ramp tick failed; retrying'),
+    onError: (error) => log.warn({ err: errorSummary(error) }, 'ramp tick failed; retrying'),
   });
   log.info({ everyMs, lookbackMs }, 'scheduler started');
 

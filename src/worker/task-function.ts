@@ -21,7 +21,6 @@ export interface TaskHooks {
   abandoned?(): boolean;
 }
 
-
 /**
  * A task is exactly `{ event, id }`: two non-empty strings (a numeric id is accepted and
  * stringified) and nothing else. Anything else is a poison pill, failed without retries: retrying

@@ -90,7 +90,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const recordStalledTooOften = async (job: Job, error: Error) => {
     const effect = runtime.effectsByName.get(job.queueName);
     const message = `${error.message}: its worker process died while running it, more than once`;
-    log.error({ effect: job.queueName, jobId: job.id, err: { message } }, 'poison pill: stalled too often');
+    log.error({ effect: job.queueName, jobId: job.id, err: { type: error.name, message } }, 'poison pill: stalled too often');
     const rowId = rowIdFromJobId(job.id);
     try {
       if (rowId) await batcher.recordFailure({ id: rowId, attempts: job.attemptsMade, error: message, final: true });
