@@ -12,11 +12,17 @@
  * serialising and writing every line is paid, only the reader of the stream is missing. Raw BullMQ
  * has no job logging, so it writes nothing. A third variant runs the effects worker at `debug`
  * (checking / doing / finished per job), to show what tracing every step costs.
+ *
+ * A fourth side is the reference design (`startReferenceWorker`): raw BullMQ plus one batched ledger
+ * read per event-loop turn and batched done-marks, nothing else. Its ratio to raw is what the extra
+ * round trip to PostgreSQL costs on this machine; the effects worker's ratio to it is what the rest
+ * of the effects worker costs (logs, metrics, retries, shutdown bookkeeping).
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import knexFactory from 'knex';
 import type { Logger } from '../../src/core/logger.js';
-import { effects as api, logging, queues, redisConnections } from '../package.js';
+import { effects as api, keys, logging, queues, redisConnections } from '../package.js';
+import { startReferenceWorker } from '../fixtures/reference-worker.js';
 import { deleteKeys } from '../../test/helpers.js';
 import {
   DATABASE_URL,
@@ -42,7 +48,7 @@ const EVENT = 'bench_tick';
 const EFFECT = 'bench-noop';
 const RAW_QUEUE = 'bench-raw-noop';
 
-type Side = 'raw' | 'effects' | 'effects-debug';
+type Side = 'raw' | 'effects' | 'effects-debug' | 'reference';
 
 interface RunFigures {
   jobsPerSec: number;
@@ -155,18 +161,55 @@ export const suite: Suite = {
       const serversUsPerJob = await servers(count);
       await handle.close({ timeoutMs: 10_000 });
       const { peakMb } = rss.stop();
+      await settleLedgerRun();
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob, serversUsPerJob };
+    };
+
+    const runReference = async (count: number): Promise<RunFigures> => {
+      await enqueueEffects(count);
+      const rss = sampleRss();
+      const servers = await serversCpu();
+      const cpu = process.cpuUsage();
+      const reference = startReferenceWorker({
+        queue: EFFECT,
+        prefix,
+        connection: redis,
+        databaseUrl: DATABASE_URL,
+        schema,
+        concurrency: CONCURRENCY,
+        lockDuration: settings.worker.lockDurationMs,
+        stalledInterval: settings.worker.stalledIntervalMs,
+        rowIdOf: keys.rowIdFromJobId,
+      });
+      const done = timeDrain(reference.worker, count);
+      void reference.worker.run();
+      const { ms, failed } = await done;
+      const cpuUsPerJob = cpuSince(cpu, count);
+      const serversUsPerJob = await servers(count);
+      await reference.close();
+      const { peakMb } = rss.stop();
+      await settleLedgerRun();
+      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob, serversUsPerJob };
+    };
+
+    /** Checks that a run left no row owed, then empties queue and ledger for the next one. */
+    const settleLedgerRun = async () => {
       const pending = await admin.withSchema(schema).table('ledger').whereNot('status', 'done').count<{ count: string }[]>('* as count');
       if (Number(pending[0].count) !== 0) throw new Error(`${pending[0].count} ledger rows not done after the drain`);
       await effectQueue.obliterate({ force: true });
       // Every round starts from an empty ledger, so later rounds do not work on a larger index.
       await admin.withSchema(schema).table('ledger').del();
-      return { jobsPerSec: (count / ms) * 1000, ms, failed, rssPeakMb: peakMb, cpuUsPerJob, serversUsPerJob };
     };
 
-    const results: Record<Side, RunFigures[]> = { raw: [], effects: [], 'effects-debug': [] };
+    const results: Record<Side, RunFigures[]> = { raw: [], effects: [], 'effects-debug': [], reference: [] };
+    const runners: Record<Side, (count: number) => Promise<RunFigures>> = {
+      raw: runRaw,
+      effects: (count) => runEffects(count, 'info'),
+      'effects-debug': (count) => runEffects(count, 'debug'),
+      reference: runReference,
+    };
     const runSide = async (side: Side, count = JOBS) => {
-      const figures =
-        side === 'raw' ? await runRaw(count) : await runEffects(count, side === 'effects' ? 'info' : 'debug');
+      const figures = await runners[side](count);
       progress(
         `${side}: ${Math.round(figures.jobsPerSec)} jobs/s (${Math.round(figures.ms)} ms, ` +
           `${Math.round(figures.cpuUsPerJob)} µs CPU/job, ${figures.failed} failed)`,
@@ -179,7 +222,8 @@ export const suite: Suite = {
       progress(`warm-up: ${WARMUP_JOBS} jobs per side`);
       await runSide('raw', WARMUP_JOBS);
       await runSide('effects', WARMUP_JOBS);
-      const order: Side[] = ['raw', 'effects', 'effects-debug'];
+      await runSide('reference', WARMUP_JOBS);
+      const order: Side[] = ['raw', 'effects', 'effects-debug', 'reference'];
       for (let round = 0; round < ROUNDS; round += 1) {
         // ABBA: alternate the order so drift in machine load does not favour one side.
         for (const side of round % 2 === 0 ? order : [...order].reverse()) {
@@ -199,6 +243,7 @@ export const suite: Suite = {
     const raw = med('raw');
     const effects = med('effects');
     const debug = med('effects-debug');
+    const reference = med('reference');
     const ratio = effects / raw;
     const failed = Object.values(results).flat().reduce((n, r) => n + r.failed, 0);
     const rows: BenchRow[] = [
@@ -220,6 +265,20 @@ export const suite: Suite = {
         ratio: round(debug / raw, 3),
       },
       {
+        metric: 'reference design (batched read per tick, batched done-marks, nothing else)',
+        value: round(reference, 0),
+        unit: 'jobs/s',
+        baseline: round(raw, 0),
+        ratio: round(reference / raw, 3),
+      },
+      {
+        metric: 'effects worker against the reference design',
+        value: round(effects, 0),
+        unit: 'jobs/s',
+        baseline: round(reference, 0),
+        ratio: round(effects / reference, 3),
+      },
+      {
         metric: 'worker process CPU per job, raw',
         value: round(median(results.raw.map((r) => r.cpuUsPerJob)), 0),
         unit: 'µs',
@@ -227,6 +286,11 @@ export const suite: Suite = {
       {
         metric: 'worker process CPU per job, effects (info logs)',
         value: round(median(results.effects.map((r) => r.cpuUsPerJob)), 0),
+        unit: 'µs',
+      },
+      {
+        metric: 'worker process CPU per job, reference design',
+        value: round(median(results.reference.map((r) => r.cpuUsPerJob)), 0),
         unit: 'µs',
       },
       ...serverCpuRows(results),
@@ -240,13 +304,15 @@ export const suite: Suite = {
     const perRun = (side: Side) => results[side].map((r) => Math.round(r.jobsPerSec)).join(', ');
     // Within a round the two sides ran back to back, so their ratio is less exposed to load drift
     // between rounds than the ratio of medians.
-    const paired = median(results.effects.map((r, i) => r.jobsPerSec / results.raw[i].jobsPerSec));
+    const pairedWithRaw = (side: Side) => median(results[side].map((r, i) => r.jobsPerSec / results.raw[i].jobsPerSec));
     return {
       rows,
       notes: [
         `median of ${ROUNDS} alternating (ABBA) runs per side after a ${WARMUP_JOBS}-job warm-up; per run: ` +
-          `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at debug [${perRun('effects-debug')}]`,
-        `paired ratio (median over rounds of effects/raw within the round): ${round(paired, 3)}`,
+          `raw [${perRun('raw')}], effects [${perRun('effects')}], effects at debug [${perRun('effects-debug')}], ` +
+          `reference [${perRun('reference')}]`,
+        `paired ratios (median over rounds of side/raw within the round): effects ${round(pairedWithRaw('effects'), 3)}, ` +
+          `reference ${round(pairedWithRaw('reference'), 3)}`,
         'timed from the first active job to the last completed one; enqueueing (emit for effects, addBulk for raw) is not timed',
         'same Redis, prefix, concurrency and job options on both sides; effects logs one info line per job (three at debug) to /dev/null (buffered asynchronous writes, as the CLI), raw logs nothing',
       ],
