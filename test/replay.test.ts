@@ -145,6 +145,36 @@ describe('replay', () => {
     await queue.close();
   });
 
+  it('leaves the row of a replayed job that fails for good at once failed, not owed again', async () => {
+    const orders = Array.from({ length: 300 }, (_, i) => `again-${i}`);
+    const since = Date.now();
+    const rows = await failOrders(orders);
+    const ids = rows.map((r) => jobIdForRow(r.id));
+    // Still broken: the worker fails each replayed job for good within milliseconds, while the
+    // replay's ledger writes trail its moves in Redis.
+    const result = await replay(runtime, { queues: ['notify-crm'], since, pageSize: 5, brake: false });
+    expect(result).toMatchObject({ matched: 300, replayed: 300 });
+    const queue = new Queue('notify-crm', { connection: services.redis, prefix: services.prefix });
+    await waitFor(async () => (await Promise.all(ids.map((id) => queue.getJobState(id)))).every((state) => state === 'failed'));
+    // Every job is failed, so no row may be pending: a pending row would be run once more by the next rebuild.
+    const statuses = (await ledgerRows(orders)).map((r) => r.status);
+    expect(statuses.filter((status) => status !== 'failed')).toEqual([]);
+    for (const id of ids) await queue.remove(id);
+    await queue.close();
+  });
+
+  it("owes again only rows written before the run began, by the database's clock", async () => {
+    const rows = (await Promise.all(['clock-1', 'clock-2'].map((id) => runtime.ledger.owe('order_placed', id, ['notify-crm'])))).flat();
+    await runtime.ledger.recordFailures(rows.map((r) => ({ id: r.id, attempts: 1, error: 'CRM said 503', final: true })));
+    const began = await runtime.ledger.now();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    // The second row's job was replayed and failed again before the replay's write reached it.
+    await runtime.ledger.recordFailures([{ id: rows[1].id, attempts: 1, error: 'CRM said 503 again', final: true }]);
+    const flipped = await runtime.ledger.setStatus(rows.map((r) => r.id), 'pending', { from: ['failed', 'pending'], updatedBy: began });
+    expect(flipped).toBe(1);
+    expect((await ledgerRows(['clock-1', 'clock-2'])).map((r) => r.status)).toEqual(['pending', 'failed']);
+  });
+
   it('forgets that a replayed job was alerted on, so a new poisoning alerts again', async () => {
     const [row] = await failOrders(['alerted-1']);
     const jobId = jobIdForRow(row.id);

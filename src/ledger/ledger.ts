@@ -168,18 +168,26 @@ export class Ledger {
     ).timeout(this.recordTimeoutMs);
   }
 
+  /** The database's clock: what `updated_at` is written with. */
+  async now(): Promise<Date> {
+    const result = await this.db.raw<{ rows: Array<{ now: Date }> }>('select now() as now');
+    return result.rows[0].now;
+  }
+
   /**
    * Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). A row
    * made pending is owed from now on, however old it is: rebuild windows are on pending_since.
+   * `updatedBy`: only rows last written at or before this time (of `now()`).
    */
   async setStatus(
     ids: readonly string[],
     status: LedgerStatus,
-    options: { countReplay?: boolean; from?: LedgerStatus[] } = {},
+    options: { countReplay?: boolean; from?: LedgerStatus[]; updatedBy?: Date } = {},
   ): Promise<number> {
     if (ids.length === 0) return 0;
     const query = this.table().whereIn('id', ids as string[]);
     if (options.from) query.whereIn('status', options.from);
+    if (options.updatedBy) query.where('updated_at', '<=', options.updatedBy);
     return query.update({
       status,
       updated_at: this.db.fn.now(),

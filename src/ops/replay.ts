@@ -93,6 +93,11 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       replayedBefore: 0,
     };
     soFar = result;
+    // A replayed job can fail for good again before its row's write, which trails the move in Redis,
+    // lands: that row was written after the run began and stays failed, as its job is, instead of
+    // being owed again (and run once more by the next rebuild). Rows are written before their jobs
+    // fail, so every row of a job that failed before the run began was written before this.
+    const startedInLedger = useLedger ? await runtime.ledger.now() : undefined;
     /** Books one replayed batch: counts, ledger rows, the brake's sample, progress. */
     const settle = async (queue: string, matched: number, { replayed, skipped }: ReplayedJobs) => {
       result.matched += matched;
@@ -101,7 +106,7 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
       result.replayedBefore += replayed.filter((r) => r.replayCount > 1).length;
       const rowIds = replayed.map((r) => rowIdFromJobId(r.id)).filter((id): id is string => id !== undefined);
       if (useLedger && rowIds.length) {
-        await ledgerWrites.add(() => runtime.ledger.setStatus(rowIds, 'pending', { countReplay: true, from: ['failed', 'pending'] }));
+        await ledgerWrites.add(() => runtime.ledger.setStatus(rowIds, 'pending', { countReplay: true, from: ['failed', 'pending'], updatedBy: startedInLedger }));
       }
       await forgetAlerts(runtime.redis, runtime.settings.prefix, queue, replayed.map((r) => r.id));
       brake?.record(queue, replayed.map((r) => r.id));
