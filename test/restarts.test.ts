@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEffects, defineEffect, type Effects } from '../src/index.js';
 import { createLogger } from '../src/core/logger.js';
 import { Runtime } from '../src/core/runtime.js';
+import { pauseQueues, resumeQueues } from '../src/ops/pause.js';
 import { rebuild } from '../src/ops/rebuild.js';
 import { startWorker, type WorkerHandle } from '../src/worker/worker.js';
 import { setupServices, waitFor, type TestServices } from './helpers.js';
@@ -113,6 +114,25 @@ describe('worker across server restarts', () => {
     await emitAll(after);
     await waitFor(allDone(after), 20_000);
     expect(worker.workers.every((w) => w.isRunning())).toBe(true);
+    await expectRunsMatchLedger();
+  });
+
+  it("puts an operator's pause back when Redis comes back empty, before jobs emitted afterwards run", async () => {
+    await pauseQueues(runtime, { queues: ['restartable'], actor: 'alice', reason: 'CRM is down' });
+    await redis.kill();
+    await redis.start();
+    await waitFor(async () => (await services.redis.ping()) === 'PONG');
+    // No rebuild, no restart: the running worker notices and pauses the queue again.
+    const queue = runtime.queues.get('restartable');
+    await waitFor(() => queue.isPaused(), 10_000);
+    const held = ids('held', 3);
+    await emitAll(held);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await statusOf(held)).toEqual(['pending', 'pending', 'pending']);
+    expect(lines.some((line) => String(line.msg).startsWith('queue settings were missing from Redis'))).toBe(true);
+
+    await resumeQueues(runtime, { queues: ['restartable'], actor: 'alice' });
+    await waitFor(allDone(held), 20_000);
     await expectRunsMatchLedger();
   });
 

@@ -38,12 +38,7 @@ export async function restoreQueueSettings(
   const candidates = [...new Set([...(await queuesToRestore(runtime, configs)), ...paused])]
     .filter((q) => !wanted || wanted.has(q))
     .sort();
-  if (candidates.length === 0) return [];
-
-  const pipeline = runtime.redis.pipeline();
-  for (const queue of candidates) pipeline.hexists(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD);
-  const replies = (await pipeline.exec()) ?? [];
-  const missing = candidates.filter((_queue, i) => Number(replies[i]?.[1]) !== 1);
+  const missing = await queuesWithoutSettings(runtime, candidates);
   // Every queue still has its settings: the usual case at a worker's start and a rebuild's.
   if (missing.length === 0) return [];
   // A plan this version cannot read (written by a newer effects) owns every queue's limits: a worker
@@ -72,6 +67,23 @@ export async function restoreQueueSettings(
     if (entry.paused || entry.globalConcurrency || entry.rateLimit) restored.push(entry);
   }
   return restored;
+}
+
+/**
+ * Those of `queues` whose meta hash lacks SETTINGS_APPLIED_FIELD: new queues, and every queue after
+ * Redis lost its data. One round trip, and Redis only.
+ */
+export async function queuesWithoutSettings(runtime: Runtime, queues: readonly string[]): Promise<string[]> {
+  if (queues.length === 0) return [];
+  const keys = redisKeys(runtime.settings.prefix);
+  const pipeline = runtime.redis.pipeline();
+  for (const queue of queues) pipeline.hexists(keys.queue(queue, 'meta'), SETTINGS_APPLIED_FIELD);
+  const replies = (await pipeline.exec()) ?? [];
+  return queues.filter((_queue, i) => {
+    const [error, reply] = replies[i] ?? [];
+    if (error) throw error;
+    return Number(reply) !== 1;
+  });
 }
 
 /**

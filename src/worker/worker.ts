@@ -15,6 +15,7 @@ import { queueConfigOf } from '../queue/queues.js';
 import { isServing } from '../queue/redis.js';
 import { LedgerBatcher } from './ledger-batcher.js';
 import { createMetrics, outcomeRecorder, serveMetrics, type WorkerMetrics } from './metrics.js';
+import { watchQueueSettings, type SettingsWatch } from './settings-watch.js';
 import { createTaskFunction, UnparseableData, type Outcome, type TaskHooks } from './task-function.js';
 
 export interface WorkerOptions {
@@ -38,6 +39,8 @@ export interface WorkerHandle {
   readonly workers: Worker[];
   readonly metrics: WorkerMetrics;
   readonly metricsServer?: http.Server;
+  /** Puts back the queues' paused state and limits when Redis loses them (see watchQueueSettings). */
+  readonly settingsWatch: SettingsWatch;
   /**
    * Stops taking jobs and waits for the ones in flight, at most `timeoutMs`; after that their locks
    * are released so another worker picks them up after the stalled check. Closes connections.
@@ -163,6 +166,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     started = true;
     if (!closing) for (const worker of workers) void worker.run();
   }, startDelayMs);
+  const settingsWatch = watchQueueSettings(runtime, effects.map((e) => e.name));
   log.info(
     { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix, startDelayMs },
     `worker started on ${effects.length} queue(s)`,
@@ -172,9 +176,11 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     workers,
     metrics,
     metricsServer,
+    settingsWatch,
     close({ timeoutMs = runtime.settings.worker.shutdownTimeoutMs } = {}) {
       closing ??= (async () => {
         clearTimeout(startTimer);
+        settingsWatch.stop();
         // Stop taking jobs now, then wait for ours with a deadline. Not worker.close() first: it
         // waits for active jobs without limit, and a later close(true) returns that same promise.
         await Promise.all(workers.map((w) => w.pause(true)));
