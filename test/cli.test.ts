@@ -201,6 +201,12 @@ describe('effects CLI as a process', () => {
       expect(result.stdout).toBe('');
       expect(result.stderr).not.toContain(PASSWORD);
     }
+    // A password with # in it, not percent-encoded: the driver cannot parse the URL, which is not an outage.
+    const unencoded = await runCli(['rebuild', '--since', '1h', '--json', '--db', `postgres://app:${PASSWORD}#1@127.0.0.1:5432/test`, '--redis', REDIS_URL], { cwd: emptyDir });
+    expect(unencoded.code).toBe(2);
+    expect(unencoded.stderr).toContain('Not a PostgreSQL URL');
+    expect(unencoded.stderr).toContain('is written percent-encoded (%40 %3A %2F %3F %23 %25)');
+    expect(unencoded.stderr).not.toContain(PASSWORD);
   });
 
   it('exits 2 on a Redis setting that is not redis://, rediss:// or a socket path, naming the setting', { timeout: 60_000 }, async () => {
@@ -209,6 +215,8 @@ describe('effects CLI as a process', () => {
       runCli(['status', '--json', '--redis', `http://user:${PASSWORD}@x`, '--db', DATABASE_URL], { cwd: emptyDir }),
       runCli(['poison', 'list', '--json'], { cwd: emptyDir, env: { EFFECTS_REDIS_URL: 'localhost:6379' } }),
       runCli(['status', '--json', '--redis', `redis://:${PASSWORD}@[::1`], { cwd: emptyDir }),
+      // A % that starts no escape: ioredis fails to decode it with only "URI malformed".
+      runCli(['status', '--json', '--redis', `redis://:${PASSWORD}%Pw@127.0.0.1:6379`], { cwd: emptyDir }),
     ]);
     for (const result of runs) {
       expect(result.code).toBe(2);
@@ -390,7 +398,7 @@ describe('effects CLI as a process', () => {
       expect(unmigrated.code).toBe(0);
       const report = JSON.parse(unmigrated.stdout);
       expect(report.ledger).toBeNull();
-      expect(report.ledgerProblem).toMatch(/cannot read the ledger in schema .*effects migrate/);
+      expect(report.ledgerProblem).toMatch(/^no ledger in schema ".*": run `effects migrate`, or check --schema$/);
       expect(report.queues.map((q: { name: string }) => q.name)).toEqual(['plain-orders', 'plain-paused']);
       const [ordersStatus, pausedStatus] = report.queues;
       expect(ordersStatus).toMatchObject({

@@ -170,9 +170,12 @@ describe('discard', () => {
       expect(code).toBe(0);
       const body = JSON.parse(stdout);
       expect(body).toMatchObject({ matched: 1, discarded: 1, skipped: 0, dryRun: false });
-      expect(stderr).toContain('warning: no failed job has the id(s) nope-1; job ids look like ledger-123');
+      expect(stderr).toContain('warning: no failed job has the id(s) nope-1; mistyped, or no longer failed? Job ids made by effects look like ledger-123');
       expect(await failed('plain')).toEqual(expect.not.arrayContaining([ids[1]]));
       expect(await failed('plain')).toHaveLength(2);
+      // An id of the ledger's form was likely right once: the warning asks what became of it.
+      const gone = await cli('discard', '--queue', 'plain', '--ids', 'ledger-999999', '--dry-run');
+      expect(gone.stderr).toContain('no failed job has the id(s) ledger-999999; replayed, discarded or removed since? `effects poison show QUEUE ID`');
 
       const [unknown, since] = await Promise.all([
         cli('discard', '--queue', 'nope', '--dry-run'),

@@ -1,6 +1,7 @@
 import { formatDuration } from '../core/duration.js';
 import type { Runtime } from '../core/runtime.js';
 import { requireLedger, type BulkPlan, type BulkProgress } from '../ops/bulk.js';
+import { rowIdFromJobId } from '../queue/keys.js';
 import { confirmBulk } from './confirm.js';
 import type { CommandContext } from './context.js';
 import { progressBar } from './progress.js';
@@ -98,7 +99,11 @@ function warnUnmatched<R extends BulkRun>(plan: R): R {
   const unmatched = plan.plan?.unmatchedIds ?? [];
   if (unmatched.length) {
     const shown = unmatched.slice(0, 20).join(', ') + (unmatched.length > 20 ? `, … (${unmatched.length} in all)` : '');
-    process.stderr.write(`warning: no failed job has the id(s) ${shown}; job ids look like ledger-123 (\`effects poison list\` shows them)\n`);
+    // An id of the ledger's form was likely right once: its job is no longer failed. Any other may be a typo.
+    const why = unmatched.every((id) => rowIdFromJobId(id))
+      ? 'replayed, discarded or removed since? `effects poison show QUEUE ID` tells what became of one'
+      : 'mistyped, or no longer failed? Job ids made by effects look like ledger-123 (`effects poison list` shows the failed ones)';
+    process.stderr.write(`warning: no failed job has the id(s) ${shown}; ${why}\n`);
   }
   return plan;
 }

@@ -19,20 +19,38 @@ const REDIS: ConnectionSetting = {
   // What ioredis takes, less the forms that hide a typo (a bare host or port, `//host`).
   expected: 'redis://[[user]:password@]host[:port][/db], rediss:// for TLS, or a Unix socket path such as /run/redis/redis.sock',
   sources: '--redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file',
-  // ioredis reads `//host` as a URL without its scheme, not as a path.
-  accepts: (url) => (/^rediss?:\/\//i.test(url) && URL.canParse(url)) || (url.startsWith('/') && !url.startsWith('//')),
+  // ioredis reads `//host` as a URL without its scheme, not as a path, and decodes the user and
+  // password, failing on a stray `%` with only "URI malformed".
+  accepts: (url) => (/^rediss?:\/\//i.test(url) && URL.canParse(url) && userinfoDecodes(url)) || (url.startsWith('/') && !url.startsWith('//')),
 };
 
 const DATABASE: ConnectionSetting = {
   what: 'PostgreSQL URL',
   expected: 'postgres://[user[:password]@]host[:port]/database[?sslmode=...], or a socket directory such as /var/run/postgresql',
   sources: '--db, EFFECTS_DATABASE_URL / DATABASE_URL, or `database` in the config file',
-  accepts: (url) => /^postgres(ql)?:\/\//i.test(url) || url.startsWith('/'),
+  // The driver parses it as a URL: one it cannot parse (a `#`, `/` or `?` in the password) failed
+  // only at connect time, reported as an unreachable server.
+  accepts: (url) => (/^postgres(ql)?:\/\//i.test(url) && URL.canParse(url)) || url.startsWith('/'),
 };
+
+/** The usual reason a URL with a password does not parse. */
+const ENCODE_PASSWORD = 'A password containing @ : / ? # or % is written percent-encoded (%40 %3A %2F %3F %23 %25).';
 
 function assertConnectionUrl(setting: ConnectionSetting, url: string): void {
   if (setting.accepts(url)) return;
-  throw new UsageError(`Not a ${setting.what}: ${redactUrl(url)}.`, `Expected ${setting.expected}. Check ${setting.sources}.`);
+  const hint = `Expected ${setting.expected}. Check ${setting.sources}.${url.includes('@') ? ` ${ENCODE_PASSWORD}` : ''}`;
+  throw new UsageError(`Not a ${setting.what}: ${redactUrl(url)}.`, hint);
+}
+
+function userinfoDecodes(url: string): boolean {
+  const { username, password } = new URL(url);
+  try {
+    decodeURIComponent(username);
+    decodeURIComponent(password);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const assertRedisUrl = (url: string): void => assertConnectionUrl(REDIS, url);

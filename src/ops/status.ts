@@ -63,13 +63,25 @@ export async function getStatus(runtime: Runtime, options: { now?: number } = {}
   const [ledger, recentOperations] = dbReachable
     ? await Promise.all([
         runtime.ledger.countByEffect().catch((error: unknown) => {
-          ledgerProblem = `cannot read the ledger in schema "${runtime.settings.schema}" (${runtime.scrubSecrets(asError(error).message)}); run \`effects migrate\` if it was never set up`;
+          ledgerProblem = ledgerReadProblem(runtime, error);
           return null;
         }),
         listOperations(runtime, { limit: RECENT_OPERATIONS }).catch(() => null),
       ])
     : [null, null];
   return { queues, ledger, ledgerProblem, recentOperations, ramp: await getRampSummary(runtime) };
+}
+
+/** Why the ledger could not be counted, in words: no ledger at all, or the server's own reason. */
+function ledgerReadProblem(runtime: Runtime, error: unknown): string {
+  const { schema } = runtime.settings;
+  // undefined_table: never migrated (or another --schema was meant).
+  if ((error as { code?: string }).code === '42P01') return `no ledger in schema "${schema}": run \`effects migrate\`, or check --schema`;
+  // knex puts the statement before the server's message ("select ... - reason"): the reason is what
+  // helps, and this statement has no " - " of its own.
+  const text = asError(error).message;
+  const message = text.startsWith('select ') && text.includes(' - ') ? text.slice(text.indexOf(' - ') + 3) : text;
+  return `cannot read the ledger in schema "${schema}" (${runtime.scrubSecrets(message)}); run \`effects migrate\` if it was never set up`;
 }
 
 /** Configured effects plus every BullMQ queue found under the prefix, sorted. */

@@ -98,7 +98,7 @@ function renderList(list: PoisonList, ctx: CommandContext, byError: boolean): st
     const none = chalk.green(`No poison pills (jobs with ${list.threshold}+ attempts) in ${list.queues.length} queue(s).`);
     if (!list.failedBelowThreshold) return none;
     return `${none}\n${chalk.yellow(
-      `${list.failedBelowThreshold} job(s) failed for good with fewer attempts (an UnrecoverableError, or \`attempts\` below the threshold); alerts went out for them. \`effects poison list --min-attempts 1\` lists them.`,
+      `${list.failedBelowThreshold} job(s) failed for good with fewer attempts (an UnrecoverableError, or \`attempts\` below the threshold); an effects worker treats them as poison pills and alerts on them. \`effects poison list --min-attempts 1\` lists them.`,
     )}`;
   }
   const lines = [
