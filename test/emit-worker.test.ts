@@ -182,6 +182,27 @@ describe('emit → worker → done', () => {
     expect(await jobsFor('read-back-refused')).toEqual([]);
   });
 
+  it('says when a push after a commit waits for Redis, and close() names the rows it leaves to the scheduler', async () => {
+    const { lines, logger } = captureLogger();
+    const away = createEffects(
+      { effects: definitions },
+      {
+        logger,
+        pushTimeoutMs: 200,
+        flags: { redis: `redis://127.0.0.1:${await freePort()}`, db: services.databaseUrl, prefix: services.prefix, schema: services.schema },
+      },
+    );
+    let ledgerIds: string[] = [];
+    await services.db.transaction(async (trx) => {
+      ({ ledgerIds } = await away.emit('order_placed', 'redis-away', { trx }));
+    });
+    await waitFor(() => lines.some((l) => l.includes('push still waiting for Redis')), 3000);
+    await away.close();
+    const left = lines.map((l) => JSON.parse(l)).filter((l) => l.msg.startsWith('closed before the push'));
+    expect(left.map((l) => l.ledgerIds)).toEqual([ledgerIds]);
+    expect((await ledgerRows('redis-away')).map((r) => r.status)).toEqual(['pending', 'pending']);
+  });
+
   it('emits nothing for an event no effect subscribes to', async () => {
     const result = await effects.emit('order_refunded', 5);
     expect(result).toEqual({ ledgerIds: [], effects: [] });

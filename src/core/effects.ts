@@ -71,6 +71,8 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
   const log = runtime.logger;
   /** Pushes in flight, and emits still writing their rows: close() waits for both. */
   const inFlight = new Set<Promise<unknown>>();
+  /** The rows of the pushes sent to Redis and not yet answered. */
+  const pushing = new Set<readonly PushableRow[]>();
   const emitting = new Set<Promise<unknown>>();
   /**
    * The rows emitted in each outermost transaction not yet settled: one read-back and one push per
@@ -90,15 +92,19 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
     ]).finally(() => clearTimeout(timer));
   };
 
-  /** Tracks a background push so that `close` can wait for it; a failure is logged, not thrown. */
+  /**
+   * Tracks a background push so that `close` can wait for it; a failure is logged, not thrown. One
+   * that ends after close() is not: close() already named its rows as left to the scheduler.
+   */
   const track = (work: Promise<unknown>, rows: readonly PushableRow[]) => {
     const pushing = work
-      .catch((error: Error) =>
+      .catch((error: Error) => {
+        if (closed()) return;
         log.warn(
           { err: errorSummary(error), ledgerIds: rows.map((r) => r.id) },
           'push failed; the rows stay pending and the scheduler will enqueue them',
-        ),
-      )
+        );
+      })
       .finally(() => inFlight.delete(pushing));
     inFlight.add(pushing);
     return pushing;
@@ -106,7 +112,21 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
   const push = async (rows: readonly PushableRow[]) => {
     // Closed meanwhile: a push now would open the connections again, and leave them open.
     if (closed()) return leftToScheduler(rows.map((r) => r.id));
-    await pushRows(runtime, rows);
+    const pushed = pushRows(runtime, rows);
+    pushing.add(rows);
+    try {
+      // While Redis is away the push waits for it (BullMQ's connections queue commands): say so once,
+      // after a commit as much as in an emit without a transaction, which returns at this moment.
+      if ((await bounded(pushed)) === TIMED_OUT) {
+        log.warn(
+          { ledgerIds: rows.map((r) => r.id), pushTimeoutMs },
+          'push still waiting for Redis; it goes on in the background, and the rows stay pending for the scheduler if it never lands',
+        );
+      }
+      await pushed;
+    } finally {
+      pushing.delete(rows);
+    }
     log.debug({ ledgerIds: rows.map((r) => r.id) }, 'pushed');
   };
   /** Set by close(): emit refuses. */
@@ -172,11 +192,8 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
         track(pushAfterCommit(outermost, list), list);
       }
     } else {
-      // The push goes on in the background past the timeout; the rows are safe in the ledger.
-      const pushed = track(push(rows), rows);
-      if ((await bounded(pushed)) === TIMED_OUT) {
-        log.warn({ ledgerIds, pushTimeoutMs }, 'push still waiting for Redis; emit returns, and the push goes on in the background');
-      }
+      // The push goes on in the background past the timeout (and says so); the rows are safe in the ledger.
+      await bounded(track(push(rows), rows));
     }
     return { ledgerIds, effects };
   };
@@ -203,7 +220,11 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
       closing = true;
       // An emit still writing its rows pushes them next: let it, and the pushes, within one push timeout.
       await bounded(Promise.allSettled([...emitting]).then(() => Promise.allSettled([...inFlight])));
+      // Pushes still waiting for Redis end with the connections: their rows are the scheduler's. (A push
+      // still waiting for its commit or read-back says so itself when it gets there.)
+      const stranded = [...pushing].flat().map((r) => r.id);
       closeAbort.abort();
+      if (stranded.length > 0) leftToScheduler(stranded);
       await runtime.close();
     },
   };
