@@ -105,7 +105,7 @@ describe('pending_since', () => {
       await expect(refusal).rejects.toMatchObject({ hint: expect.stringContaining('`effects migrate`') });
 
       const migratedFrom = Date.now();
-      expect((await migrate(services.db, schema)).applied).toEqual(['004_pending_since', '005_queue_config']);
+      expect((await migrate(services.db, schema)).applied).toEqual(['004_pending_since', '005_queue_config', '006_failed_at']);
       await assertMigrated(services.db, schema);
       const rows = await ledger(schema).select('status', services.db.raw('pending_since = created_at as same'), 'pending_since').orderBy('id');
       // Pending rows, the ones a rebuild reads, keep their emit time; the others the migration's,
@@ -114,16 +114,15 @@ describe('pending_since', () => {
       for (const row of rows.filter((r) => r.status !== 'pending')) {
         expect(row.pending_since.getTime()).toBeGreaterThanOrEqual(migratedFrom - 1000);
       }
-      expect(await indexes()).toEqual(['ledger_by_effect_status', 'ledger_by_event', 'ledger_pending_since', 'ledger_pkey']);
+      expect(await indexes()).toEqual(['ledger_by_effect_status', 'ledger_by_event', 'ledger_failed_at', 'ledger_pending_since', 'ledger_pkey']);
       const [fresh] = await ledger(schema)
         .insert({ event: 'order_placed', event_id: 'new-1', effect: 'notify-crm' })
         .returning(services.db.raw('pending_since = created_at as same'));
       expect(fresh).toEqual({ same: true });
 
       // Rolled back, the ledger is as 003 left it.
-      await services.db.migrate.down(migratorConfig(schema));
-      await services.db.migrate.down(migratorConfig(schema));
-      expect(await pendingMigrations(services.db, schema)).toEqual(['004_pending_since', '005_queue_config']);
+      for (let down = 0; down < 3; down += 1) await services.db.migrate.down(migratorConfig(schema));
+      expect(await pendingMigrations(services.db, schema)).toEqual(['004_pending_since', '005_queue_config', '006_failed_at']);
       expect(await services.db.schema.withSchema(schema).hasColumn('ledger', 'pending_since')).toBe(false);
       expect(await indexes()).toEqual(['ledger_by_effect_status', 'ledger_by_event', 'ledger_pending_by_created', 'ledger_pkey']);
     } finally {

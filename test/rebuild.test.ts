@@ -139,7 +139,7 @@ describe('rebuild', () => {
     const [operation] = await listOperations(runtime, { command: 'rebuild', limit: 2 });
     expect(operation).toMatchObject({ command: 'rebuild', reason: null, outcome: 'ok' });
     const wiped = (await listOperations(runtime, { command: 'rebuild' })).find((o) => o.reason === 'redis wiped');
-    expect(wiped?.counts).toEqual({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0, markedDone: 0 });
+    expect(wiped?.counts).toEqual({ scanned: 120, enqueued: 120, alreadyQueued: 0, redriven: 0, markedDone: 0, failedWithoutJob: 0, failedRedriven: 0 });
   });
 
   it('re-drives a job that BullMQ holds as failed or completed while its ledger row is pending', async () => {
@@ -167,6 +167,45 @@ describe('rebuild', () => {
     expect(runs.get('notify-crm:redrive-1')).toBe(2);
     expect(runs.get('send-email:redrive-1')).toBe(2);
     expect(await crm.getJobState(jobIdForRow(crmRow.id))).toBe('completed');
+  });
+
+  it('counts failed rows whose jobs Redis no longer holds, and with --include-failed owes them again', async () => {
+    worker ??= await startWorker(services.runtime(config));
+    const runtime = services.runtime(config);
+    const orders = ['lost-1', 'lost-2', 'kept-1'];
+    failNext = new Set(orders.map((id) => `notify-crm:${id}`));
+    const crmRows = (await owe(orders, 1000)).filter((r) => r.effect === 'notify-crm');
+    await rebuild(runtime, { since: Date.now() - 5000, audit: false });
+    const statuses = async () => Object.fromEntries((await ledger().whereIn('id', crmRows.map((r) => r.id))).map((r) => [r.event_id, r.status]));
+    await waitFor(async () => Object.values(await statuses()).every((status) => status === 'failed'));
+    // Two of the failed jobs are gone from Redis (a wipe, or retention); the third is where replay finds it.
+    const crm = runtime.queues.get('notify-crm');
+    const lost = crmRows.filter((r) => r.event_id !== 'kept-1');
+    for (const row of lost) await crm.remove(jobIdForRow(row.id));
+
+    const text = (await cli(['rebuild', '--since', '1h', '--dry-run'])).stdout;
+    expect(text).toContain('2 failed row(s) of the window have no job in Redis (lost with it, or removed by retention)');
+    expect(text).toContain('Add --include-failed to run them again.');
+    const plan = JSON.parse((await cli(['rebuild', '--since', '1h', '--include-failed', '--dry-run', '--json'])).stdout);
+    expect(plan).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2, dryRun: true });
+    expect(await statuses()).toEqual({ 'lost-1': 'failed', 'lost-2': 'failed', 'kept-1': 'failed' });
+
+    const run = await cli(['rebuild', '--since', '1h', '--include-failed', '--yes', '--json', '--reason', 'failures lost with Redis']);
+    expect(JSON.parse(run.stdout)).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2, dryRun: false });
+    // The cause is gone this time: they run once more and are done; the one still in Redis is replay's.
+    await waitFor(async () => {
+      const now = await statuses();
+      return now['lost-1'] === 'done' && now['lost-2'] === 'done';
+    });
+    expect((await statuses())['kept-1']).toBe('failed');
+    expect(runs.get('notify-crm:lost-1')).toBe(2);
+    expect(runs.get('notify-crm:kept-1')).toBe(1);
+    expect((await ledger().whereIn('id', lost.map((r) => r.id))).map((r) => r.replay_count)).toEqual([1, 1]);
+    const recorded = (await listOperations(runtime, { command: 'rebuild' })).find((o) => o.reason === 'failures lost with Redis');
+    expect(recorded?.filter).toMatchObject({ includeFailed: true });
+    expect(recorded?.counts).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2 });
+    // Nothing left for a second run.
+    expect(await rebuild(runtime, { since: Date.now() - 3_600_000, includeFailed: true, audit: false })).toMatchObject({ failedWithoutJob: 0, failedRedriven: 0 });
   });
 
   it('marks done, without running it again, a row whose job completed after the row became pending', async () => {

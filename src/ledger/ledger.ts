@@ -10,27 +10,34 @@ export interface FailureRecord {
   final: boolean;
 }
 
-/** A window on when rows became pending (pending_since): emitted, or put back by a replay. */
-export interface PendingScan {
-  /** Inclusive lower bound on pending_since, epoch ms. */
+/**
+ * A window on when rows came to their status: for pending rows when they became pending
+ * (pending_since: emitted, or put back by a replay), for failed rows when they failed (finished_at).
+ */
+export interface WindowScan {
+  /** Inclusive lower bound, epoch ms. */
   since: number;
-  /** Exclusive upper bound on pending_since, epoch ms. @defaultValue now */
+  /** Exclusive upper bound, epoch ms. @defaultValue now */
   until?: number;
   effects?: string[];
   /** Keyset cursor: where the previous page ended (its `next`). */
-  after?: PendingCursor;
+  after?: ScanCursor;
   limit: number;
 }
 
 /**
- * The last row of a page: its pending_since exactly, to the microsecond, as text. A JS Date would
- * round it to the millisecond, and a cursor rounded down re-reads rows forever when many share a
- * timestamp (every row of one emit or replay transaction does).
+ * The last row of a page: its time exactly, to the microsecond, as text. A JS Date would round it to
+ * the millisecond, and a cursor rounded down re-reads rows forever when many share a timestamp
+ * (every row of one emit or replay transaction does).
  */
-export interface PendingCursor {
-  pendingSince: string;
+export interface ScanCursor {
+  at: string;
   id: string;
 }
+
+/** Each status a window scan reads, and the column its window and order are on (each has a partial index on (column, id)). */
+const WINDOW_COLUMN = { pending: 'pending_since', failed: 'finished_at' } as const;
+type WindowStatus = keyof typeof WINDOW_COLUMN;
 
 /** What a job is built from (a rebuild, emit): a pending row's ids, nothing to parse in vain. */
 export type PendingRef = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>;
@@ -38,10 +45,10 @@ export type PendingRef = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect'>;
 /** What the worker checks before running a job: whose row it is and whether it is still owed. */
 export type LedgerCheck = Pick<LedgerRow, 'id' | 'event' | 'eventId' | 'effect' | 'status'>;
 
-export interface PendingPage {
+export interface RowPage {
   rows: PendingRef[];
   /** The cursor of the next page; undefined when this page was the last (not full). */
-  next?: PendingCursor;
+  next?: ScanCursor;
 }
 
 export interface EffectCounts {
@@ -168,73 +175,93 @@ export class Ledger {
     ).timeout(this.recordTimeoutMs);
   }
 
-  /** The database's clock: what `updated_at` is written with. */
-  async now(): Promise<Date> {
-    const result = await this.db.raw<{ rows: Array<{ now: Date }> }>('select now() as now');
+  /**
+   * The database's clock, what `updated_at` is written with: to the microsecond, as text (a JS Date
+   * would round it down to the millisecond, before rows written in the same millisecond).
+   */
+  async now(): Promise<string> {
+    const result = await this.db.raw<{ rows: Array<{ now: string }> }>(
+      `select to_char(now() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as now`,
+    );
     return result.rows[0].now;
   }
 
   /**
    * Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). A row
    * made pending is owed from now on, however old it is: rebuild windows are on pending_since.
-   * `updatedBy`: only rows last written at or before this time (of `now()`).
+   * `updatedBy`: only rows last written at or before this time (of `now()`). Returns the ids it changed.
    */
   async setStatus(
     ids: readonly string[],
     status: LedgerStatus,
-    options: { countReplay?: boolean; from?: LedgerStatus[]; updatedBy?: Date } = {},
-  ): Promise<number> {
-    if (ids.length === 0) return 0;
+    options: { countReplay?: boolean; from?: LedgerStatus[]; updatedBy?: string } = {},
+  ): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
     const query = this.table().whereIn('id', ids as string[]);
     if (options.from) query.whereIn('status', options.from);
-    if (options.updatedBy) query.where('updated_at', '<=', options.updatedBy);
-    return query.update({
-      status,
-      updated_at: this.db.fn.now(),
-      finished_at: status === 'pending' ? null : this.db.fn.now(),
-      ...(status === 'pending' ? { pending_since: this.db.fn.now() } : {}),
-      ...(options.countReplay ? { replay_count: this.db.raw('replay_count + 1') } : {}),
-    });
+    if (options.updatedBy) query.whereRaw('updated_at <= ?::timestamptz', [options.updatedBy]);
+    const changed = (await query.update(
+      {
+        status,
+        updated_at: this.db.fn.now(),
+        finished_at: status === 'pending' ? null : this.db.fn.now(),
+        ...(status === 'pending' ? { pending_since: this.db.fn.now() } : {}),
+        ...(options.countReplay ? { replay_count: this.db.raw('replay_count + 1') } : {}),
+      },
+      ['id'],
+    )) as Array<{ id: string | number }>;
+    return new Set(changed.map((r) => String(r.id)));
   }
 
+
   /** One page of pending rows in (pending_since, id) order: a range scan of the partial index. */
-  async scanPending(scan: PendingScan): Promise<PendingPage> {
-    const query = this.pendingInWindow(scan)
+  scanPending(scan: WindowScan): Promise<RowPage> {
+    return this.scanWindow('pending', scan);
+  }
+
+  /** One page of failed rows in (finished_at, id) order, by when they failed: a range scan of the partial index. */
+  scanFailed(scan: WindowScan): Promise<RowPage> {
+    return this.scanWindow('failed', scan);
+  }
+
+  /** How many pending rows a scan of this window would read (the total of a progress bar). */
+  async countPending(scan: Omit<WindowScan, 'after' | 'limit'>): Promise<number> {
+    const [row] = (await this.inWindow('pending', scan).count<Array<{ count: string }>>('* as count')) as Array<{ count: string }>;
+    return Number(row?.count ?? 0);
+  }
+
+  private async scanWindow(status: WindowStatus, scan: WindowScan): Promise<RowPage> {
+    const column = WINDOW_COLUMN[status];
+    const query = this.inWindow(status, scan)
       .select(
         'id',
         'event',
         'event_id',
         'effect',
-        this.db.raw(`to_char(pending_since at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at`),
+        this.db.raw(`to_char(?? at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_at`, [column]),
       )
-      .orderBy([{ column: 'pending_since' }, { column: 'id' }])
+      .orderBy([{ column }, { column: 'id' }])
       .limit(scan.limit);
-    if (scan.after) {
-      query.andWhereRaw('(pending_since, id) > (?::timestamptz, ?::bigint)', [scan.after.pendingSince, scan.after.id]);
-    }
+    if (scan.after) query.andWhereRaw('(??, id) > (?::timestamptz, ?::bigint)', [column, scan.after.at, scan.after.id]);
     const found = (await query) as Array<Pick<DbLedgerRow, 'id' | 'event' | 'event_id' | 'effect'> & { cursor_at: string }>;
     const last = found.at(-1);
     return {
       rows: found.map((r) => ({ id: String(r.id), event: r.event, eventId: r.event_id, effect: r.effect })),
-      next: last && found.length === scan.limit ? { pendingSince: last.cursor_at, id: String(last.id) } : undefined,
+      next: last && found.length === scan.limit ? { at: last.cursor_at, id: String(last.id) } : undefined,
     };
   }
 
-  /** How many rows a scan of this window would read (the total of a progress bar). */
-  async countPending(scan: Omit<PendingScan, 'after' | 'limit'>): Promise<number> {
-    const [row] = (await this.pendingInWindow(scan).count<Array<{ count: string }>>('* as count')) as Array<{ count: string }>;
-    return Number(row?.count ?? 0);
-  }
-
-  /** Pending rows that became pending in the window, of the given effects: what a scan reads. */
-  private pendingInWindow(scan: Omit<PendingScan, 'after' | 'limit'>) {
+  /** Rows of `status` whose window column is in the window, of the given effects: what a scan reads. */
+  private inWindow(status: WindowStatus, scan: Omit<WindowScan, 'after' | 'limit'>) {
+    const column = WINDOW_COLUMN[status];
     const query = this.table()
-      .where('status', 'pending')
-      .andWhere('pending_since', '>=', new Date(scan.since))
-      .andWhere('pending_since', '<', new Date(scan.until ?? Date.now()));
+      .where('status', status)
+      .andWhere(column, '>=', new Date(scan.since))
+      .andWhere(column, '<', new Date(scan.until ?? Date.now()));
     if (scan.effects?.length) query.whereIn('effect', scan.effects);
     return query;
   }
+
 
   /** Those of `effects` that have pending rows: one index probe per effect, whatever the ledger's size. */
   async effectsWithPending(effects: readonly string[]): Promise<string[]> {

@@ -70,7 +70,7 @@ export async function discard(runtime: Runtime, options: DiscardOptions = {}): P
         // Idempotent, so safe to retry through a PostgreSQL restart.
         const mark = () => runtime.ledger.setStatus(rowIds, 'discarded', { from: ['pending', 'failed'] });
         await ledgerWrites.add(async () => {
-          result.ledgerRowsDiscarded += await withDbRetry(mark, runtime.logger, 'discard mark');
+          result.ledgerRowsDiscarded += (await withDbRetry(mark, runtime.logger, 'discard mark')).size;
         });
       }
       options.onProgress?.({ matched: result.matched, done: result.discarded, skipped: result.skipped });

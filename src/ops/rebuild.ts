@@ -4,7 +4,7 @@ import { assertTimeWindow } from '../core/duration.js';
 import { UsageError } from '../core/errors.js';
 import { chunkSizeForRate, TokenBucket } from '../core/token-bucket.js';
 import { assertMigrated } from '../ledger/migrate.js';
-import type { PendingCursor, PendingPage, PendingRef } from '../ledger/ledger.js';
+import type { PendingRef, RowPage, ScanCursor } from '../ledger/ledger.js';
 import { jobIdForRow, redisKeys } from '../queue/keys.js';
 import { jobLiveness } from '../queue/liveness.js';
 import { pushRows } from '../queue/push.js';
@@ -20,6 +20,12 @@ export interface RebuildOptions {
   effects?: string[];
   /** At most this many jobs enqueued per second. @defaultValue unlimited */
   rate?: number;
+  /**
+   * Also owe again, and enqueue, the failed rows of the window (by when they failed) whose job Redis
+   * no longer holds: lost with it, or removed by retention. They run again, attempts and all, and
+   * fail again into the failed set if their cause is not fixed. @defaultValue false (counted only)
+   */
+  includeFailed?: boolean;
   /** Count what would be enqueued; change nothing. @defaultValue false */
   dryRun?: boolean;
   /** Who runs it, for the audit trail. @defaultValue the OS user (defaultActor) */
@@ -52,6 +58,13 @@ export interface RebuildResult {
    * the done-mark, which the worker writes behind, was lost (a worker crash).
    */
   markedDone: number;
+  /**
+   * Failed rows that failed in the window and whose job Redis no longer holds (lost with it, or
+   * removed by retention): `replay`, `discard` and `poison list` cannot see them. Counted always.
+   */
+  failedWithoutJob: number;
+  /** Of `failedWithoutJob`, with `includeFailed`: owed again and enqueued (also counted in `enqueued`). */
+  failedRedriven: number;
   /** Queues whose configured limits or paused state were put back after a Redis wipe. */
   restored: RestoredQueue[];
   /**
@@ -102,6 +115,7 @@ export async function rebuild(
         until: new Date(window.until).toISOString(),
         ...(options.effects?.length ? { effects: options.effects } : {}),
         ...(options.rate ? { rate: options.rate } : {}),
+        ...(options.includeFailed ? { includeFailed: true } : {}),
       },
     },
     run,
@@ -112,6 +126,8 @@ export async function rebuild(
         alreadyQueued: r.alreadyQueued,
         redriven: r.redriven,
         markedDone: r.markedDone,
+        failedWithoutJob: r.failedWithoutJob,
+        failedRedriven: r.failedRedriven,
       }),
       interrupted: (r) => r.interrupted,
     },
@@ -152,6 +168,8 @@ async function scanAndEnqueue(
     alreadyQueued: 0,
     redriven: 0,
     markedDone: 0,
+    failedWithoutJob: 0,
+    failedRedriven: 0,
     restored: [],
     defaultJobOptions: [],
     dryRun,
@@ -170,7 +188,7 @@ async function scanAndEnqueue(
   const aborted = () => Boolean(options.signal?.aborted);
   const pushes = new PushWindow(PUSHES_IN_FLIGHT);
 
-  for await (const rows of pendingPages(runtime, options)) {
+  for await (const rows of windowPages(runtime, 'pending', options)) {
     if (aborted()) break;
     result.scanned += rows.length;
     const { missing, failed, completed } = await partitionByLiveness(runtime, rows);
@@ -212,6 +230,38 @@ async function scanAndEnqueue(
     result.redriven += Math.max(0, handed - missing.length);
     result.scanned -= toEnqueue.length - handed;
   }
+
+  // Failed rows whose job is gone are owed nothing by the pass above, and no command that reads Redis
+  // sees them: count them, and with includeFailed owe them again. After the pending pass, so a row
+  // put back here is not found pending there and pushed twice.
+  for await (const rows of aborted() ? [] : windowPages(runtime, 'failed', options)) {
+    if (aborted()) break;
+    const { missing: lost } = await partitionByLiveness(runtime, rows);
+    result.failedWithoutJob += lost.length;
+    if (!options.includeFailed || lost.length === 0) continue;
+    if (dryRun) {
+      result.failedRedriven += lost.length;
+      result.enqueued += lost.length;
+      options.onProgress?.({ ...result });
+      continue;
+    }
+    for (let i = 0; i < lost.length && !aborted(); i += chunkSize) {
+      const chunk = lost.slice(i, i + chunkSize);
+      await bucket?.take(chunk.length, options.signal);
+      if (aborted()) break;
+      // Owed first, then pushed: a push that fails leaves pending rows, which the next rebuild enqueues.
+      const reopened = await runtime.ledger.setStatus(chunk.map((row) => row.id), 'pending', { countReplay: true, from: ['failed'] });
+      const owed = chunk.filter((row) => reopened.has(row.id));
+      await pushes.add(async () => {
+        // The alert records of jobs removed by retention may outlive them: a new poisoning is news.
+        await forgetAlertsOf(runtime, owed);
+        await pushRows(runtime, owed, configs);
+        result.enqueued += owed.length;
+        result.failedRedriven += owed.length;
+        options.onProgress?.({ ...result });
+      });
+    }
+  }
   await pushes.drain();
   result.interrupted = aborted();
   return result;
@@ -248,22 +298,22 @@ class PushWindow {
   }
 }
 
-/** Keyset pages of pending rows; the next page is already being read while the caller works on this one. */
-async function* pendingPages(
+/**
+ * Keyset pages of the window's pending rows (by when they became pending) or failed rows (by when
+ * they failed); the next page is already being read while the caller works on this one.
+ */
+async function* windowPages(
   runtime: Runtime,
+  status: 'pending' | 'failed',
   options: { since: number; until: number; effects?: string[]; pageSize?: number },
 ): AsyncGenerator<PendingRef[]> {
-  const read = (after?: PendingCursor) =>
-    runtime.ledger.scanPending({
-      since: options.since,
-      until: options.until,
-      effects: options.effects,
-      after,
-      limit: options.pageSize ?? DEFAULT_PAGE_SIZE,
-    });
-  let next: Promise<PendingPage> | undefined = read();
+  const read = (after?: ScanCursor) => {
+    const scan = { since: options.since, until: options.until, effects: options.effects, after, limit: options.pageSize ?? DEFAULT_PAGE_SIZE };
+    return status === 'pending' ? runtime.ledger.scanPending(scan) : runtime.ledger.scanFailed(scan);
+  };
+  let next: Promise<RowPage> | undefined = read();
   while (next) {
-    const page: PendingPage = await next;
+    const page: RowPage = await next;
     next = page.next ? read(page.next) : undefined;
     // A prefetched page that fails while the caller is busy must not become an unhandled rejection.
     next?.catch(() => undefined);
@@ -313,6 +363,11 @@ async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<Pendi
  */
 async function removeJobs(runtime: Runtime, rows: PendingRef[]): Promise<void> {
   await Promise.all(rows.map((row) => runtime.queues.get(row.effect).remove(jobIdForRow(row.id))));
+  await forgetAlertsOf(runtime, rows);
+}
+
+/** Forgets that the rows' jobs were alerted on, effect by effect. */
+async function forgetAlertsOf(runtime: Runtime, rows: PendingRef[]): Promise<void> {
   for (const effect of new Set(rows.map((row) => row.effect))) {
     const ids = rows.filter((row) => row.effect === effect).map((row) => jobIdForRow(row.id));
     await forgetAlerts(runtime.redis, runtime.settings.prefix, effect, ids);

@@ -21,6 +21,7 @@ export function registerRebuild(program: Command, setExitCode: (code: number) =>
     .option('--until <time>', 'rows that became pending before (default: now)', timeArg)
     .option('--effect <names>', 'only these effects, comma-separated', listArg)
     .option('--rate <n/s>', 'at most this many jobs per second (default: unlimited)', rateArg)
+    .option('--include-failed', 'also run again the failed rows that failed in the window and whose jobs Redis no longer holds')
     .option('--dry-run', 'count what would be enqueued, change nothing')
     .option('--yes', 'do not ask for confirmation (needed above 100 jobs without a terminal)')
     .option('--reason <text>', 'why, for the audit trail')
@@ -37,10 +38,17 @@ replay), is re-driven. After a Redis wipe it first puts back each queue's config
 an operator left it in. Effects that neither a config file nor a worker's record describes get the
 default job options, and the output names them. Ctrl-C stops between chunks; a re-run continues.
 
+Failed rows whose jobs Redis no longer holds (lost with a wipe, or removed by retention) are out of
+reach of replay, discard and poison list, which read Redis: rebuild counts those that failed in the
+window, and with --include-failed owes them again and enqueues them (each counts as a replay). They
+run with all their attempts, and fail again into the failed set if their cause is not fixed: try
+--dry-run first, and fix the cause.
+
 Examples:
   $ effects rebuild --since 3h --dry-run
   $ effects rebuild --since 2026-11-25T22:00:00Z --until 2026-11-26T02:00:00Z --effect notify-crm
-  $ effects rebuild --since 1d --rate 200/s --yes --reason "Redis failover at 02:10" --json`,
+  $ effects rebuild --since 1d --rate 200/s --yes --reason "Redis failover at 02:10" --json
+  $ effects rebuild --since 7d --include-failed --effect notify-crm --dry-run`,
     )
     .action(async (opts, command: Command) => {
       const ctx = await CommandContext.from(command);
@@ -54,6 +62,7 @@ Examples:
           until: opts.until,
           effects: opts.effect,
           rate: opts.rate,
+          includeFailed: Boolean(opts.includeFailed),
           actor: ctx.flags.actor,
           reason: opts.reason,
         };
@@ -107,6 +116,17 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
   if (result.markedDone) {
     const what = result.dryRun ? 'would mark' : 'marked';
     lines.push(`${what} ${result.markedDone} done without running them again: their jobs had completed (a done-mark lost with a worker)`);
+  }
+  if (result.failedRedriven) {
+    const what = result.dryRun ? 'would owe' : 'owed';
+    lines.push(`${what} ${result.failedRedriven} failed row(s) again whose jobs Redis no longer held, and enqueued them (counted above)`);
+  } else if (result.failedWithoutJob) {
+    lines.push(
+      chalk.yellow(
+        `${result.failedWithoutJob} failed row(s) of the window have no job in Redis (lost with it, or removed by retention): ` +
+          'replay, discard and poison list cannot see them. Add --include-failed to run them again.',
+      ),
+    );
   }
   if (result.restored.length) {
     const what = result.dryRun ? 'would re-apply' : 're-applied';
