@@ -164,7 +164,7 @@ describe('replay', () => {
   });
 
   it("owes again only rows written before the run began, by the database's clock", async () => {
-    const rows = (await Promise.all(['clock-1', 'clock-2'].map((id) => runtime.ledger.owe('order_placed', id, ['notify-crm'])))).flat();
+    const rows = [...(await runtime.ledger.owe('order_placed', 'clock-1', ['notify-crm'])), ...(await runtime.ledger.owe('order_placed', 'clock-2', ['notify-crm']))];
     await runtime.ledger.recordFailures(rows.map((r) => ({ id: r.id, attempts: 1, error: 'CRM said 503', final: true })));
     const began = await runtime.ledger.now();
     await new Promise((resolve) => setTimeout(resolve, 5));
@@ -337,6 +337,12 @@ describe('replay', () => {
       const body = JSON.parse(stdout);
       expect(body).toMatchObject({ matched: 1, replayed: 1, skipped: 0, dryRun: false });
       expect(body.operationId).toEqual(expect.any(String));
+    });
+
+    it('says that a replay small enough to fit the brake sample waited for nothing, not that it went cleanly', async () => {
+      const { code, stdout } = await cli('replay', '--queue', 'plain', '--grep', 'job 6 ');
+      expect(code).toBe(0);
+      expect(stdout).toContain('brake: every match fitted in the sample, so nothing was held back or waited for; 0 failed again, 0 succeeded; 1 not finished yet');
     });
 
     it('needs --yes above 100 jobs without a terminal, and exits 2 saying so', async () => {

@@ -118,7 +118,12 @@ function renderBrake(b: BrakeReport, ctx: CommandContext): string {
       return chalk.green(`brake: ${seen}: passed`) + chalk.dim(` (waited ${formatDuration(b.waitedMs)})`);
     case 'undecided':
       return chalk.yellow(`brake: ${seen} after waiting ${formatDuration(b.waitedMs)}: no verdict, went on (are workers running?)`) + error;
-    case 'all-in-sample':
-      return chalk.dim(`brake: every match fitted in the sample; so far ${seen}`) + error;
+    case 'all-in-sample': {
+      // Nothing was waited for: most of them have not run yet, which is not a clean result.
+      const open = b.pending
+        ? `; ${b.pending} not finished yet, so whether they fail again is not known: \`effects poison list\` shows those that do`
+        : '';
+      return chalk.dim(`brake: every match fitted in the sample, so nothing was held back or waited for; ${b.failed} failed again, ${b.succeeded} succeeded${open}`) + error;
+    }
   }
 }
