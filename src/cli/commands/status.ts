@@ -138,34 +138,19 @@ function renderLedger(report: StatusReport, chalk: CommandContext['chalk']): str
 }
 
 /**
- * What a Redis that lost its data looks like, said here because the queue table alone shows only
- * zeros: effects whose pending rows have no job to run them in their queue (or a worker died before
- * its done-marks landed, or the prefix is mistyped), and effects whose failed rows have no failed
- * job at all (poison pills that poison list, replay and discard can no longer see; where retention
- * trimmed only some, the failed set is not empty and nothing is said).
+ * Effects whose pending rows have no job to run them in their queue: what a Redis that lost its data
+ * looks like (or a worker that died before its done-marks landed, or a mistyped prefix). Said here
+ * because the queue table alone shows only zeros.
  */
 function lostJobsHint(report: StatusReport, chalk: CommandContext['chalk']): string {
-  const ledger = report.ledger ?? [];
   const queued = new Map(report.queues.map((q) => [q.name, q.waiting + q.active + q.delayed]));
-  const failedJobs = new Map(report.queues.map((q) => [q.name, q.failed]));
-  const stranded = ledger.filter((l) => l.pending > 0 && !queued.get(l.effect));
-  const lostFailures = ledger.filter((l) => l.failed > 0 && !failedJobs.get(l.effect));
-  const sum = (counts: typeof ledger, pick: (l: (typeof ledger)[number]) => number) => counts.reduce((n, l) => n + pick(l), 0);
-  const names = (counts: typeof ledger) => counts.map((l) => l.effect).join(', ');
-  const hints: string[] = [];
-  if (stranded.length) {
-    hints.push(
-      `${sum(stranded, (l) => l.pending)} pending ledger row(s) of ${names(stranded)} have no waiting, active or delayed job in their queue. ` +
-        '`effects rebuild --since <when it went wrong>` queues what Redis lost and settles rows whose jobs completed; if nothing was lost, check --prefix.',
-    );
-  }
-  if (lostFailures.length) {
-    hints.push(
-      `${sum(lostFailures, (l) => l.failed)} failed ledger row(s) of ${names(lostFailures)} have no failed job in their queue: ` +
-        '`effects rebuild --since <when they failed> --include-failed --dry-run` counts those Redis lost, and without --dry-run runs them again.',
-    );
-  }
-  return hints.length ? chalk.yellow(hints.join('\n')) : '';
+  const stranded = (report.ledger ?? []).filter((l) => l.pending > 0 && !queued.get(l.effect));
+  if (stranded.length === 0) return '';
+  const pending = stranded.reduce((sum, l) => sum + l.pending, 0);
+  return chalk.yellow(
+    `${pending} pending ledger row(s) of ${stranded.map((l) => l.effect).join(', ')} have no waiting, active or delayed job in their queue. ` +
+      '`effects rebuild --since <when it went wrong>` queues what Redis lost and settles rows whose jobs completed; if nothing was lost, check --prefix.',
+  );
 }
 
 function renderRamp(ramp: RampSummary, chalk: CommandContext['chalk']): string {
