@@ -100,6 +100,21 @@ describe('config validation', () => {
 });
 
 describe('createEffects', () => {
+  it('takes the URL forms the drivers take, and refuses a password whose #, / or ? would cut it short', async () => {
+    const effects = [{ name: 'send-email', on: 'order_placed', run() {} }];
+    const create = (flags: { redis?: string; db?: string }) => () => createEffects({ effects }, { flags });
+    // Cloud SQL's socket form (empty host, the socket directory in ?host=) and a libpq-style socket URL.
+    for (const db of ['postgres://app:pw@/orders?host=/cloudsql/proj:region:inst', 'postgresql:///orders?host=/var/run/postgresql', 'postgres://app:p%23w@db:5432/orders']) {
+      expect(create({ db }), db).not.toThrow();
+    }
+    for (const db of ['postgres://app:12#x@db/orders', 'postgres://app:a/b@db/orders', 'postgres://app:a?b@db/orders']) {
+      expect(create({ db }), db).toThrow(/Not a PostgreSQL URL/);
+    }
+    for (const redis of ['redis://:12#x@cache:6379', 'redis://:bad%zz@cache:6379']) {
+      expect(create({ redis }), redis).toThrow(/Not a Redis URL/);
+    }
+  });
+
   it('refuses a connection setting that is not a URL when it is created, not at the first emit', () => {
     const effects = [{ name: 'send-email', on: 'order_placed', run() {} }];
     expect(() => createEffects({ effects }, { flags: { redis: 'cache.internal:6379' } })).toThrow(UsageError);

@@ -186,6 +186,9 @@ describe('rebuild', () => {
     const text = (await cli(['rebuild', '--since', '1h', '--dry-run'])).stdout;
     expect(text).toContain('2 failed row(s) of the window have no job in Redis (lost with it, or removed by retention)');
     expect(text).toContain('Add --include-failed to run them again.');
+    expect((await cli(['rebuild', '--since', '1h', '--include-failed', '--dry-run'])).stdout).toContain(
+      'would owe 2 failed row(s) again whose jobs Redis no longer held, and enqueued them',
+    );
     const plan = JSON.parse((await cli(['rebuild', '--since', '1h', '--include-failed', '--dry-run', '--json'])).stdout);
     expect(plan).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2, dryRun: true });
     expect(await statuses()).toEqual({ 'lost-1': 'failed', 'lost-2': 'failed', 'kept-1': 'failed' });

@@ -21,16 +21,21 @@ const REDIS: ConnectionSetting = {
   sources: '--redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file',
   // ioredis reads `//host` as a URL without its scheme, not as a path, and decodes the user and
   // password, failing on a stray `%` with only "URI malformed".
-  accepts: (url) => (/^rediss?:\/\//i.test(url) && URL.canParse(url) && userinfoDecodes(url)) || (url.startsWith('/') && !url.startsWith('//')),
+  accepts: (url) =>
+    (/^rediss?:\/\//i.test(url) && URL.canParse(url) && userinfoDecodes(url) && !userinfoCutShort(url)) ||
+    (url.startsWith('/') && !url.startsWith('//')),
 };
 
 const DATABASE: ConnectionSetting = {
   what: 'PostgreSQL URL',
   expected: 'postgres://[user[:password]@]host[:port]/database[?sslmode=...], or a socket directory such as /var/run/postgresql',
   sources: '--db, EFFECTS_DATABASE_URL / DATABASE_URL, or `database` in the config file',
-  // The driver parses it as a URL: one it cannot parse (a `#`, `/` or `?` in the password) failed
-  // only at connect time, reported as an unreachable server.
-  accepts: (url) => (/^postgres(ql)?:\/\//i.test(url) && URL.canParse(url)) || url.startsWith('/'),
+  // The driver parses it as a URL, failing only at connect time, reported as an unreachable server,
+  // on one it cannot parse. As the driver does, an empty host (`user:pw@/db?host=/socket/dir`, Cloud
+  // SQL's form) is parsed with a stand-in.
+  accepts: (url) =>
+    (/^postgres(ql)?:\/\//i.test(url) && (URL.canParse(url) || URL.canParse(url.replace('@/', '@localhost/'))) && !userinfoCutShort(url)) ||
+    url.startsWith('/'),
 };
 
 /** The usual reason a URL with a password does not parse. */
@@ -40,6 +45,17 @@ function assertConnectionUrl(setting: ConnectionSetting, url: string): void {
   if (setting.accepts(url)) return;
   const hint = `Expected ${setting.expected}. Check ${setting.sources}.${url.includes('@') ? ` ${ENCODE_PASSWORD}` : ''}`;
   throw new UsageError(`Not a ${setting.what}: ${redactUrl(url)}.`, hint);
+}
+
+/**
+ * An `@` after the first `/`, `?` or `#` of the authority: a password with one of those in it, not
+ * percent-encoded, which a URL parser reads as the end of the host (`u:12#x@db` is host u, port 12)
+ * rather than as an error.
+ */
+function userinfoCutShort(url: string): boolean {
+  const rest = url.slice(url.indexOf('//') + 2);
+  const end = rest.search(/[/?#]/);
+  return end >= 0 && rest.includes('@', end);
 }
 
 function userinfoDecodes(url: string): boolean {

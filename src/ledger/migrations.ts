@@ -127,8 +127,10 @@ export const migrations: Migration[] = [
     async up(db, schema) {
       // Every rebuild looks for failed rows whose jobs Redis no longer holds (lost with it, or removed
       // by retention), by when they failed: a range scan over failed rows only, which are few, instead
-      // of the whole ledger.
-      await db.raw(`create index ledger_failed_at on ??.ledger (finished_at, id) where status = 'failed'`, [schema]);
+      // of the whole ledger. Building it reads the whole ledger once while writes wait (migrations run
+      // in a transaction); on a large ledger an operator creates it beforehand, CONCURRENTLY, under
+      // this name, and this step finds it there.
+      await db.raw(`create index if not exists ledger_failed_at on ??.ledger (finished_at, id) where status = 'failed'`, [schema]);
     },
     async down(db, schema) {
       await db.raw('drop index ??.ledger_failed_at', [schema]);

@@ -240,6 +240,8 @@ async function scanAndEnqueue(
     result.failedWithoutJob += lost.length;
     if (!options.includeFailed || lost.length === 0) continue;
     if (dryRun) {
+      for (const row of lost) if (!configs.has(row.effect)) withDefaults.add(row.effect);
+      result.defaultJobOptions = [...withDefaults].sort();
       result.failedRedriven += lost.length;
       result.enqueued += lost.length;
       options.onProgress?.({ ...result });
@@ -252,6 +254,8 @@ async function scanAndEnqueue(
       // Owed first, then pushed: a push that fails leaves pending rows, which the next rebuild enqueues.
       const reopened = await runtime.ledger.setStatus(chunk.map((row) => row.id), 'pending', { countReplay: true, from: ['failed'] });
       const owed = chunk.filter((row) => reopened.has(row.id));
+      for (const row of owed) if (!configs.has(row.effect)) withDefaults.add(row.effect);
+      result.defaultJobOptions = [...withDefaults].sort();
       await pushes.add(async () => {
         // The alert records of jobs removed by retention may outlive them: a new poisoning is news.
         await forgetAlertsOf(runtime, owed);

@@ -95,8 +95,10 @@ export async function replay(runtime: Runtime, options: ReplayOptions = {}): Pro
     soFar = result;
     // A replayed job can fail for good again before its row's write, which trails the move in Redis,
     // lands: that row was written after the run began and stays failed, as its job is, instead of
-    // being owed again (and run once more by the next rebuild). Rows are written before their jobs
-    // fail, so every row of a job that failed before the run began was written before this.
+    // being owed again (and run once more by the next rebuild). A worker writes a failure before the
+    // job fails, so the rows of jobs that failed before the run began were written before this; a
+    // job failed as stalled too often is written just after, and if the run begins in between, its
+    // row stays failed while the replayed job runs, which the job's outcome then settles.
     const startedInLedger = useLedger ? await runtime.ledger.now() : undefined;
     /** Books one replayed batch: counts, ledger rows, the brake's sample, progress. */
     const settle = async (queue: string, matched: number, { replayed, skipped }: ReplayedJobs) => {

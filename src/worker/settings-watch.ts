@@ -9,7 +9,8 @@ export const SETTINGS_CHECK_INTERVAL_MS = 5000;
 export interface SettingsWatch {
   /** Looks now (a test, or a caller that knows Redis is back). */
   check(): Promise<void>;
-  stop(): void;
+  /** Stops looking; resolves once a look in progress has ended, so the connections can be closed after. */
+  stop(): Promise<void>;
 }
 
 /**
@@ -69,10 +70,11 @@ export function watchQueueSettings(
   timer.unref();
   return {
     check,
-    stop() {
+    async stop() {
       stopped = true;
       clearInterval(timer);
       runtime.redis.off('ready', onReady);
+      await running;
     },
   };
 }

@@ -180,7 +180,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     close({ timeoutMs = runtime.settings.worker.shutdownTimeoutMs } = {}) {
       closing ??= (async () => {
         clearTimeout(startTimer);
-        settingsWatch.stop();
+        const watchStopped = settingsWatch.stop();
         // Stop taking jobs now, then wait for ours with a deadline. Not worker.close() first: it
         // waits for active jobs without limit, and a later close(true) returns that same promise.
         await Promise.all(workers.map((w) => w.pause(true)));
@@ -209,6 +209,8 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         // pending for the next rebuild to settle.
         await batcher.close({ timeoutMs: Math.min(5000, timeoutMs) });
         await alerts.close({ timeoutMs: Math.min(5000, timeoutMs) });
+        // A look in progress would reopen the connections closed under it.
+        await watchStopped;
         await runtime.close();
         return { drained };
       })();

@@ -68,7 +68,7 @@ Examples:
         };
         if (opts.dryRun) {
           const plan = await rebuild(runtime, { ...base, dryRun: true });
-          print(ctx, plan, opts.rate);
+          print(ctx, plan, base);
           return;
         }
         let total: number | undefined;
@@ -93,7 +93,7 @@ Examples:
           // Rows dealt with, not rows read: the read runs a page ahead of the enqueueing.
           onProgress: (p) => bar.update(p.enqueued + p.alreadyQueued, { enqueued: p.enqueued }),
         }).finally(() => bar.stop());
-        print(ctx, result, opts.rate);
+        print(ctx, result, base);
         if (result.interrupted) setExitCode(ExitCode.runtime);
       } finally {
         process.off('SIGINT', onSigint);
@@ -102,7 +102,7 @@ Examples:
     });
 }
 
-function print(ctx: CommandContext, result: RebuildResult & { operationId?: string }, rate?: number): void {
+function print(ctx: CommandContext, result: RebuildResult & { operationId?: string }, { rate, includeFailed }: RebuildOptions): void {
   if (ctx.json) {
     ctx.printJson(recorded(result));
     return;
@@ -117,9 +117,13 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
     const what = result.dryRun ? 'would mark' : 'marked';
     lines.push(`${what} ${result.markedDone} done without running them again: their jobs had completed (a done-mark lost with a worker)`);
   }
-  if (result.failedRedriven) {
+  if (includeFailed) {
     const what = result.dryRun ? 'would owe' : 'owed';
-    lines.push(`${what} ${result.failedRedriven} failed row(s) again whose jobs Redis no longer held, and enqueued them (counted above)`);
+    const left = result.failedWithoutJob - result.failedRedriven;
+    lines.push(
+      `${what} ${result.failedRedriven} failed row(s) again whose jobs Redis no longer held, and enqueued them (counted above)` +
+        (left > 0 ? `; ${left} left as they were (changed meanwhile, or not reached)` : ''),
+    );
   } else if (result.failedWithoutJob) {
     lines.push(
       chalk.yellow(
