@@ -120,15 +120,21 @@ describe('worker across server restarts', () => {
   it("puts an operator's pause back when Redis comes back empty, before jobs emitted afterwards run", async () => {
     await pauseQueues(runtime, { queues: ['restartable'], actor: 'alice', reason: 'CRM is down' });
     await redis.kill();
+    // Emitted while Redis is away: their pushes wait for it and land the moment it is back, as the
+    // worker's connections come back too.
+    const early = ids('held-early', 10);
+    const emitting = Promise.all(early.map((id) => effects.emit('order_placed', id)));
     await redis.start();
+    await emitting;
     await waitFor(async () => (await services.redis.ping()) === 'PONG');
-    // No rebuild, no restart: the running worker notices and pauses the queue again.
+    // No rebuild, no restart: the running worker notices and pauses the queue again, before it takes a job.
     const queue = runtime.queues.get('restartable');
     await waitFor(() => queue.isPaused(), 10_000);
-    const held = ids('held', 3);
-    await emitAll(held);
+    const held = [...early, ...ids('held', 3)];
+    await emitAll(held.slice(early.length));
+    await waitFor(async () => (await queue.getJobCountByTypes('wait')) === held.length, 10_000);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(await statusOf(held)).toEqual(['pending', 'pending', 'pending']);
+    expect((await statusOf(held)).filter((status) => status !== 'pending')).toEqual([]);
     expect(lines.some((line) => String(line.msg).startsWith('queue settings were missing from Redis'))).toBe(true);
 
     await resumeQueues(runtime, { queues: ['restartable'], actor: 'alice' });

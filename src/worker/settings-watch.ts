@@ -9,6 +9,12 @@ export const SETTINGS_CHECK_INTERVAL_MS = 5000;
 export interface SettingsWatch {
   /** Looks now (a test, or a caller that knows Redis is back). */
   check(): Promise<void>;
+  /**
+   * Resolves at once, unless the Redis connection dropped since the last look: then after a look
+   * begun since (which waits for Redis to be back). A worker awaits it before it takes a job, so a
+   * queue an operator paused is paused again before jobs pushed the moment Redis came back can run.
+   */
+  checked(): Promise<void>;
   /** Stops looking; resolves once a look in progress has ended, so the connections can be closed after. */
   stop(): Promise<void>;
 }
@@ -31,10 +37,14 @@ export function watchQueueSettings(
   const log = runtime.logger;
   let running: Promise<void> | undefined;
   let stopped = false;
+  /** Connection drops so far, and how many of them a finished look had seen begin. */
+  let drops = 0;
+  let lookedAfterDrops = 0;
   /** Reported once per spell of failures, not every interval. */
   let failing = false;
 
   const look = async () => {
+    const seen = drops;
     try {
       const missing = await queuesWithoutSettings(runtime, queues);
       if (missing.length > 0 && !stopped) {
@@ -54,6 +64,10 @@ export function watchQueueSettings(
         log.warn({ err: errorSummary(asError(error)) }, 'could not check or put back the queue settings; trying again');
       }
       failing = true;
+    } finally {
+      // Looked, whatever came of it: a failed look is logged and retried by the interval, and does
+      // not hold the workers, which need the database for every job anyway.
+      lookedAfterDrops = seen;
     }
   };
   const check = () => {
@@ -64,16 +78,27 @@ export function watchQueueSettings(
     return running;
   };
 
+  const checked = async () => {
+    // A look that began before the latest drop does not count: wait for it, then look again.
+    while (!stopped && lookedAfterDrops < drops) await check();
+  };
+
   const onReady = () => void check();
+  const onClose = () => {
+    drops += 1;
+  };
   runtime.redis.on('ready', onReady);
+  runtime.redis.on('close', onClose);
   const timer = setInterval(onReady, intervalMs);
   timer.unref();
   return {
     check,
+    checked,
     async stop() {
       stopped = true;
       clearInterval(timer);
       runtime.redis.off('ready', onReady);
+      runtime.redis.off('close', onClose);
       await running;
     },
   };

@@ -79,6 +79,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
   const { lockDurationMs, stalledIntervalMs } = runtime.settings.worker;
 
   const inFlight = new InFlight();
+  const settingsWatch = watchQueueSettings(runtime, effects.map((e) => e.name));
   const alerts = startPoisonAlerts(runtime, options.hooks, options.alerts);
   /** Set when shutdown's deadline passes with jobs still running (see TaskHooks.abandoned). */
   let abandoned = false;
@@ -129,6 +130,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
         autorun: false,
       },
       inFlight,
+      () => settingsWatch.checked(),
     );
     // Redis going away is reported here; BullMQ reconnects by itself.
     worker.on('error', (error) => log.warn({ queue: effect.name, err: errorSummary(error) }, 'worker error'));
@@ -153,6 +155,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     // No job has been taken yet (a metrics port in use, Redis gone): close what was opened, so that
     // a failed start leaves no worker running that nobody can stop.
     await Promise.allSettled(workers.map((w) => w.close(true)));
+    await settingsWatch.stop();
     await batcher.close({ timeoutMs: 0 });
     await alerts.close({ timeoutMs: 0 });
     throw error;
@@ -166,7 +169,6 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
     started = true;
     if (!closing) for (const worker of workers) void worker.run();
   }, startDelayMs);
-  const settingsWatch = watchQueueSettings(runtime, effects.map((e) => e.name));
   log.info(
     { queues: effects.map((e) => e.name), prefix: runtime.settings.prefix, startDelayMs },
     `worker started on ${effects.length} queue(s)`,
@@ -250,6 +252,8 @@ class EffectsWorker extends Worker {
     processor: (job: Job) => Promise<unknown>,
     options: WorkerOptionsOfBullMQ,
     private readonly inFlight: InFlight,
+    /** Resolves once the queue settings were looked at since the Redis connection last dropped. */
+    private readonly settingsChecked: () => Promise<void>,
   ) {
     super(name, processor, options);
   }
@@ -264,6 +268,10 @@ class EffectsWorker extends Worker {
   protected override async moveToActive(...args: Parameters<Worker['moveToActive']>): ReturnType<Worker['moveToActive']> {
     // A worker woken from its wait for jobs after it paused (shutdown) takes none: BullMQ itself
     // asks only before the wait.
+    if (this.isPaused() || this.closing) return undefined as unknown as Job;
+    // After Redis came back, nothing is taken before a queue an operator paused is paused again:
+    // jobs pushed the moment Redis was back (emits that waited, a rebuild) would otherwise run.
+    await this.settingsChecked();
     if (this.isPaused() || this.closing) return undefined as unknown as Job;
     const fetching = this.inFlight.start();
     try {
