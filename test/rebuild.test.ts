@@ -187,7 +187,7 @@ describe('rebuild', () => {
     expect(text).toContain('2 failed row(s) of the window have no job in Redis (lost with it, or removed by retention)');
     expect(text).toContain('Add --include-failed to run them again.');
     expect((await cli(['rebuild', '--since', '1h', '--include-failed', '--dry-run'])).stdout).toContain(
-      'would owe 2 failed row(s) again whose jobs Redis no longer held, and enqueued them',
+      'would owe 2 failed row(s) again whose jobs Redis no longer held, and enqueue them',
     );
     const plan = JSON.parse((await cli(['rebuild', '--since', '1h', '--include-failed', '--dry-run', '--json'])).stdout);
     expect(plan).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2, dryRun: true });
@@ -336,6 +336,31 @@ describe('rebuild', () => {
     const second = await rebuild(runtime, { ...window, audit: false });
     expect(second.interrupted).toBe(false);
     expect(first.enqueued + second.enqueued).toBe(200);
+  });
+
+  it('says when Redis lost its data while it ran, and records the run as interrupted', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => `lost-midway-${i}`);
+    await owe(ids, 50 * 86_400_000);
+    const runtime = services.runtime(config);
+    const window = { since: Date.now() - 51 * 86_400_000, until: Date.now() - 49 * 86_400_000 };
+    let flushed = false;
+    const result = await rebuild(runtime, {
+      ...window,
+      chunkSize: 10,
+      rate: 100,
+      reason: 'flushed midway',
+      // As a FLUSHALL midway would take it, with everything else (not done here: the Redis is shared).
+      onProgress: () => {
+        if (flushed) return;
+        flushed = true;
+        void deleteKeys(services.redis, redisKeys(services.prefix).rebuildRun('*'));
+      },
+    });
+    expect(result).toMatchObject({ redisLost: true, interrupted: false });
+    const [operation] = (await listOperations(runtime, { command: 'rebuild' })).filter((o) => o.reason === 'flushed midway');
+    expect(operation.outcome).toBe('interrupted');
+    // A run that nothing disturbed says nothing.
+    expect((await rebuild(runtime, { ...window, audit: false })).redisLost).toBe(false);
   });
 
   it.each([

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { forgetAlerts } from '../alerts/webhook.js';
 import type { Runtime } from '../core/runtime.js';
 import { assertTimeWindow } from '../core/duration.js';
@@ -75,6 +76,11 @@ export interface RebuildResult {
   dryRun: boolean;
   /** Stopped by the signal before the end of the window. */
   interrupted: boolean;
+  /**
+   * Redis lost its data while this ran (a restart without persistence, a flush): jobs it had added
+   * before may be gone with it. Run it again; what is still owed and has no job is enqueued then.
+   */
+  redisLost: boolean;
 }
 
 const DEFAULT_PAGE_SIZE = 2000;
@@ -86,6 +92,8 @@ const DEFAULT_PAGE_SIZE = 2000;
 const SETTLE_AFTER_MS = 5000;
 const DEFAULT_CHUNK_SIZE = 500;
 const PUSHES_IN_FLIGHT = 2;
+/** Outlives any rebuild; only a run killed before its end leaves its key, for this long. */
+const RUN_KEY_TTL_S = 7 * 86_400;
 
 /**
  * Re-drives what the ledger says is owed: every row that became pending in the window (its
@@ -129,7 +137,7 @@ export async function rebuild(
         failedWithoutJob: r.failedWithoutJob,
         failedRedriven: r.failedRedriven,
       }),
-      interrupted: (r) => r.interrupted,
+      interrupted: (r) => r.interrupted || r.redisLost,
     },
   );
 }
@@ -174,7 +182,11 @@ async function scanAndEnqueue(
     defaultJobOptions: [],
     dryRun,
     interrupted: false,
+    redisLost: false,
   };
+  // A key of this run's, set before the first push: if it is gone at the end, so may be what it pushed.
+  const runKey = redisKeys(runtime.settings.prefix).rebuildRun(randomUUID());
+  if (!dryRun) await runtime.redis.set(runKey, '1', 'EX', RUN_KEY_TTL_S);
   const configs = await queueConfigs(runtime);
   result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun, configs });
   const withDefaults = new Set<string>();
@@ -268,6 +280,7 @@ async function scanAndEnqueue(
   }
   await pushes.drain();
   result.interrupted = aborted();
+  if (!dryRun) result.redisLost = (await runtime.redis.del(runKey)) === 0;
   return result;
 }
 

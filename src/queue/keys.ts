@@ -49,4 +49,6 @@ export const redisKeys = (prefix: string) => ({
   alerted: (queue: string, jobId: string) => `${prefix}:${INTERNAL_QUEUE_PREFIX}:alerted:${queue}:${jobId}`,
   replayCount: (queue: string) => `${prefix}:${INTERNAL_QUEUE_PREFIX}:replays:${queue}`,
   queueSettings: `${prefix}:${INTERNAL_QUEUE_PREFIX}:queue-settings`,
+  /** Set by a rebuild when it starts and checked when it ends: gone, Redis lost its data meanwhile. */
+  rebuildRun: (runId: string) => `${prefix}:${INTERNAL_QUEUE_PREFIX}:rebuild-run:${runId}`,
 });

@@ -86,6 +86,10 @@ export async function startScheduler(runtime: Runtime, options: SchedulerOptions
       // Hourly housekeeping, not an operator action: logged, not written to the audit trail.
       const result = await rebuild(runtime, { since: Date.now() - lookback, audit: false, signal: stopping.signal });
       log.info({ ...result, lookbackMs: lookback }, 'periodic rebuild');
+      if (result.redisLost) {
+        // The schedule went with it; re-asserted within a minute, it runs the rebuild again.
+        log.warn('Redis lost its data during the periodic rebuild: what it enqueued before may be gone; the next rebuild enqueues it again');
+      }
       options.onRebuild?.(result);
       // Housekeeping after the rebuild; a failure here is not a failed rebuild, and the next period retries.
       const replayCountsDropped = await listQueues(runtime)

@@ -94,7 +94,7 @@ Examples:
           onProgress: (p) => bar.update(p.enqueued + p.alreadyQueued, { enqueued: p.enqueued }),
         }).finally(() => bar.stop());
         print(ctx, result, base);
-        if (result.interrupted) setExitCode(ExitCode.runtime);
+        if (result.interrupted || result.redisLost) setExitCode(ExitCode.runtime);
       } finally {
         process.off('SIGINT', onSigint);
         await runtime.close();
@@ -119,9 +119,10 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
   }
   if (includeFailed) {
     const what = result.dryRun ? 'would owe' : 'owed';
+    const enqueued = result.dryRun ? 'enqueue' : 'enqueued';
     const left = result.failedWithoutJob - result.failedRedriven;
     lines.push(
-      `${what} ${result.failedRedriven} failed row(s) again whose jobs Redis no longer held, and enqueued them (counted above)` +
+      `${what} ${result.failedRedriven} failed row(s) again whose jobs Redis no longer held, and ${enqueued} them (counted above)` +
         (left > 0 ? `; ${left} left as they were (changed meanwhile, or not reached)` : ''),
     );
   } else if (result.failedWithoutJob) {
@@ -149,6 +150,11 @@ function print(ctx: CommandContext, result: RebuildResult & { operationId?: stri
     lines.push(`at ${rate}/s this takes about ${formatDuration((result.enqueued / rate) * 1000)}`);
   }
   if (result.interrupted) lines.push(chalk.yellow('interrupted: run the same command again to continue'));
+  if (result.redisLost) {
+    lines.push(
+      chalk.yellow('Redis lost its data while this ran (a restart without persistence, a flush): jobs it added before may be gone with it. Run the same command again.'),
+    );
+  }
   if (result.operationId) lines.push(chalk.dim(`operation ${result.operationId}`));
   ctx.print(lines.join('\n'));
 }
