@@ -183,7 +183,8 @@ describe('effects pause / resume / ramp (CLI)', () => {
       expect(result.code).toBe(0);
       const json = JSON.parse(result.stdout);
       expect(json).toMatchObject({ outcome: 'detached', operationId: null, auditSkipped: expect.stringMatching(/PostgreSQL/) });
-      expect(result.stderr).toMatch(/warning: no audit record written/);
+      expect(result.stderr).toMatch(/warning: no audit record written, and the resumed state is not saved in the database/);
+      expect(result.stderr).toContain('If Redis loses its data, workers and rebuilds put back what the database says: run this again once it is reachable.');
     } finally {
       await cli('ramp', 'cancel');
     }

@@ -16,7 +16,10 @@ export function warnAuditSkipped(reason: string | null, state?: string): void {
   if (!reason) return;
   process.stderr.write(
     `warning: no audit record written${state ? `, and the ${state} is not saved in the database` : ''}: ${reason}\n` +
-      'warning: the change itself was made in Redis.\n',
+      'warning: the change itself was made in Redis.' +
+      // What the database still says is what comes back if Redis loses its data.
+      (state ? ' If Redis loses its data, workers and rebuilds put back what the database says: run this again once it is reachable.' : '') +
+      '\n',
   );
 }
 

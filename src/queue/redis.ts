@@ -150,9 +150,14 @@ export async function assertRedisReachable(
     ]);
   } catch (error) {
     if (error instanceof UsageError) throw error;
+    const message = (error as Error).message;
+    // Redis answered, and refused the credentials: running, so asking whether it is misleads.
+    const refused = /WRONGPASS|NOAUTH|NOPERM|invalid password/i.test(message);
     throw new ConnectionError(
-      `Cannot reach Redis${target.cluster ? ' Cluster' : ''} at ${where} (${(error as Error).message}).`,
-      'Is Redis running? Check --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.',
+      `Cannot reach Redis${target.cluster ? ' Cluster' : ''} at ${where} (${message}).`,
+      refused
+        ? 'Redis refused the user or password: check them in --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.'
+        : 'Is Redis running? Check --redis, EFFECTS_REDIS_URL / REDIS_URL, or `redis` in the config file.',
     );
   } finally {
     clearTimeout(timer);

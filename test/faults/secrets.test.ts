@@ -187,6 +187,9 @@ describe('scenario 8: secrets', () => {
       // The server is named, so the operator knows which one: host and port, password masked.
       expect(r.stderr, name).toMatch(/127\.0\.0\.1:\d+/);
     });
+    // Redis answered and refused the password: the hint says so, not "Is Redis running?".
+    const wrongPassword = results[cases.findIndex(([name]) => name === 'Redis wrong password')];
+    expect(wrongPassword.stderr).toContain('hint: Redis refused the user or password');
   });
 
   it('rediss:// and sslmode reach the drivers', async () => {
