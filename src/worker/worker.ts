@@ -198,7 +198,7 @@ export async function startWorker(runtime: Runtime, options: WorkerOptions = {})
           abandoned = true;
           log.warn(
             { timeoutMs, inFlight: inFlight.count },
-            'shutdown deadline passed; abandoning in-flight jobs to the stalled check (their outcomes are not recorded or logged)',
+            'shutdown deadline passed; abandoning in-flight jobs to the stalled check: the outcome of an effect still running is not recorded or logged, and one that finished but could not be acknowledged to Redis keeps its done-mark and is skipped when it runs again',
           );
         }
         // Always forced: when drained there is nothing left to wait for, and an unforced close waits
