@@ -190,6 +190,11 @@ async function scanAndEnqueue(
   const configs = await queueConfigs(runtime);
   result.restored = await restoreQueueSettings(runtime, { queues: options.effects, dryRun, configs });
   const withDefaults = new Set<string>();
+  /** Names the effects of these rows that neither a config file nor a worker's record describes. */
+  const noteDefaults = (rows: PendingRef[]) => {
+    for (const row of rows) if (!configs.has(row.effect)) withDefaults.add(row.effect);
+    result.defaultJobOptions = [...withDefaults].sort();
+  };
 
   const chunkSize = chunkSizeForRate(options.rate, options.chunkSize ?? DEFAULT_CHUNK_SIZE);
   // Up to a quarter second of catch-up, so a slow moment (a page boundary, a busy Redis) does not
@@ -210,8 +215,7 @@ async function scanAndEnqueue(
     // Between the scan and now a finished job's row may have been marked done: only re-drive what is still owed.
     const redrive = finished.length ? await stillPending(runtime, finished) : [];
     const toEnqueue = redrive.length ? [...missing, ...redrive] : missing;
-    for (const row of toEnqueue) if (!configs.has(row.effect)) withDefaults.add(row.effect);
-    result.defaultJobOptions = [...withDefaults].sort();
+    noteDefaults(toEnqueue);
     // Rows whose mark is on its way count here too: their job exists, and nothing is added for them.
     result.alreadyQueued += rows.length - toEnqueue.length - settled.size;
 
@@ -252,8 +256,7 @@ async function scanAndEnqueue(
     result.failedWithoutJob += lost.length;
     if (!options.includeFailed || lost.length === 0) continue;
     if (dryRun) {
-      for (const row of lost) if (!configs.has(row.effect)) withDefaults.add(row.effect);
-      result.defaultJobOptions = [...withDefaults].sort();
+      noteDefaults(lost);
       result.failedRedriven += lost.length;
       result.enqueued += lost.length;
       options.onProgress?.({ ...result });
@@ -266,8 +269,7 @@ async function scanAndEnqueue(
       // Owed first, then pushed: a push that fails leaves pending rows, which the next rebuild enqueues.
       const reopened = await runtime.ledger.setStatus(chunk.map((row) => row.id), 'pending', { countReplay: true, from: ['failed'] });
       const owed = chunk.filter((row) => reopened.has(row.id));
-      for (const row of owed) if (!configs.has(row.effect)) withDefaults.add(row.effect);
-      result.defaultJobOptions = [...withDefaults].sort();
+      noteDefaults(owed);
       await pushes.add(async () => {
         // The alert records of jobs removed by retention may outlive them: a new poisoning is news.
         await forgetAlertsOf(runtime, owed);
