@@ -204,6 +204,8 @@ describe('rebuild', () => {
     expect(runs.get('notify-crm:lost-1')).toBe(2);
     expect(runs.get('notify-crm:kept-1')).toBe(1);
     expect((await ledger().whereIn('id', lost.map((r) => r.id))).map((r) => r.replay_count)).toEqual([1, 1]);
+    // poison list's replay count of their jobs agrees with the ledger's.
+    expect(await services.redis.hmget(redisKeys(services.prefix).replayCount('notify-crm'), ...lost.map((r) => jobIdForRow(r.id)))).toEqual(['1', '1']);
     const recorded = (await listOperations(runtime, { command: 'rebuild' })).find((o) => o.reason === 'failures lost with Redis');
     expect(recorded?.filter).toMatchObject({ includeFailed: true });
     expect(recorded?.counts).toMatchObject({ failedWithoutJob: 2, failedRedriven: 2 });

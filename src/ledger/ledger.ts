@@ -189,14 +189,15 @@ export class Ledger {
   /**
    * Sets rows' status (replay puts failed rows back to pending, discard marks them discarded). A row
    * made pending is owed from now on, however old it is: rebuild windows are on pending_since.
-   * `updatedBy`: only rows last written at or before this time (of `now()`). Returns the ids it changed.
+   * `updatedBy`: only rows last written at or before this time (of `now()`). Returns the rows it
+   * changed: id to replay count.
    */
   async setStatus(
     ids: readonly string[],
     status: LedgerStatus,
     options: { countReplay?: boolean; from?: LedgerStatus[]; updatedBy?: string } = {},
-  ): Promise<Set<string>> {
-    if (ids.length === 0) return new Set();
+  ): Promise<Map<string, number>> {
+    if (ids.length === 0) return new Map();
     const query = this.table().whereIn('id', ids as string[]);
     if (options.from) query.whereIn('status', options.from);
     if (options.updatedBy) query.whereRaw('updated_at <= ?::timestamptz', [options.updatedBy]);
@@ -208,9 +209,9 @@ export class Ledger {
         ...(status === 'pending' ? { pending_since: this.db.fn.now() } : {}),
         ...(options.countReplay ? { replay_count: this.db.raw('replay_count + 1') } : {}),
       },
-      ['id'],
-    )) as Array<{ id: string | number }>;
-    return new Set(changed.map((r) => String(r.id)));
+      ['id', 'replay_count'],
+    )) as Array<{ id: string | number; replay_count: number }>;
+    return new Map(changed.map((r) => [String(r.id), Number(r.replay_count)]));
   }
 
 

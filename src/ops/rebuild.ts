@@ -274,6 +274,8 @@ async function scanAndEnqueue(
         // The alert records of jobs removed by retention may outlive them: a new poisoning is news.
         await forgetAlertsOf(runtime, owed);
         await pushRows(runtime, owed, configs);
+        // Redis lost their replay counts with the jobs: poison list flags a row sent round again and again by the ledger's.
+        await restoreReplayCounts(runtime, owed, reopened);
         result.enqueued += owed.length;
         result.failedRedriven += owed.length;
         options.onProgress?.({ ...result });
@@ -383,6 +385,14 @@ async function stillPending(runtime: Runtime, rows: PendingRef[]): Promise<Pendi
 async function removeJobs(runtime: Runtime, rows: PendingRef[]): Promise<void> {
   await Promise.all(rows.map((row) => runtime.queues.get(row.effect).remove(jobIdForRow(row.id))));
   await forgetAlertsOf(runtime, rows);
+}
+
+/** Sets the replay count of the rows' jobs (`poison list`'s) to the ledger's. */
+async function restoreReplayCounts(runtime: Runtime, rows: PendingRef[], replayCounts: Map<string, number>): Promise<void> {
+  const keys = redisKeys(runtime.settings.prefix);
+  const pipeline = runtime.redis.pipeline();
+  for (const row of rows) pipeline.hset(keys.replayCount(row.effect), jobIdForRow(row.id), String(replayCounts.get(row.id) ?? 1));
+  await pipeline.exec();
 }
 
 /** Forgets that the rows' jobs were alerted on, effect by effect. */
