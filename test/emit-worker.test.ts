@@ -300,7 +300,7 @@ describe('emit, as an app calls it', () => {
     }
   });
 
-  it('by default, logs what goes wrong to stdout, and a process that closes during an emit exits', async () => {
+  it("by default, logs what goes wrong to stderr, not into the app's stdout, and a process that closes during an emit exits", async () => {
     const script = `
       import { createEffects } from ${JSON.stringify(path.join(ROOT, 'dist/index.js'))};
       const effects = createEffects(
@@ -311,6 +311,7 @@ describe('emit, as an app calls it', () => {
       const emitting = effects.emit('order_placed', 'closed-during-emit');
       await effects.close();
       await emitting;
+      process.stdout.write('the app output\\n');
     `;
     const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
       encoding: 'utf8',
@@ -320,7 +321,8 @@ describe('emit, as an app calls it', () => {
     // Exits by itself: nothing left open (a timeout would kill it with a signal).
     expect(child.signal, child.stderr).toBeNull();
     expect(child.status, child.stderr).toBe(0);
-    const lines = child.stdout.trim().split('\n').map((line) => JSON.parse(line));
+    expect(child.stdout).toBe('the app output\n');
+    const lines = child.stderr.trim().split('\n').map((line) => JSON.parse(line));
     expect(lines).toEqual([expect.objectContaining({ level: 40, event: 'order_refundd', msg: 'no effect subscribes to this event; nothing emitted' })]);
     const rows = await services.db.withSchema(services.schema).table('ledger').where({ event_id: 'closed-during-emit' });
     expect(rows).toHaveLength(1);

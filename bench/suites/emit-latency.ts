@@ -93,8 +93,7 @@ export const suite = {
     const logger = api.createLogger({
       level: 'info',
       pretty: false,
-      // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
-      destination: pino.destination({ dest: '/dev/null', sync: true }) as unknown as NodeJS.WritableStream,
+      destination: pino.destination({ dest: '/dev/null', sync: true }),
     });
     const effects: Effects = api.createEffects(
       { effects: definitions },

@@ -145,8 +145,7 @@ export const suite: Suite = {
         level: logLevel,
         pretty: false,
         secrets: [REDIS_URL, DATABASE_URL],
-        // pino's own destination type (SonicBoom) is what createLogger hands to pino; the declared type is narrower.
-        destination: logging.logDestination('/dev/null') as unknown as NodeJS.WritableStream,
+        destination: logging.logDestination('/dev/null'),
       });
       const runtime = new api.Runtime(settings, { logger });
       const servers = await serversCpu();

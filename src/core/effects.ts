@@ -6,7 +6,7 @@ import type { EffectsConfig } from '../config/types.js';
 import { withDbRetry } from '../ledger/retry.js';
 import { MAX_TASK_FIELD_LENGTH, pushRows, type PushableRow } from '../queue/push.js';
 import { asError, UsageError } from './errors.js';
-import { createLogger, errorSummary, type Logger } from './logger.js';
+import { createLogger, errorSummary, logDestination, type Logger } from './logger.js';
 import { Runtime, type RuntimeOptions } from './runtime.js';
 
 export interface EmitOptions {
@@ -48,7 +48,7 @@ export interface CreateEffectsOptions extends RuntimeOptions {
   flags?: ConnectionFlags;
   /**
    * Where emit's warnings go (an unsubscribed event, a failed push) and, at info, one `scheduling`
-   * line per emit. @defaultValue JSON lines on stdout at `EFFECTS_LOG_LEVEL`, else `warn`
+   * line per emit. @defaultValue JSON lines on stderr at `EFFECTS_LOG_LEVEL`, else `warn`
    */
   logger?: Logger;
   /**
@@ -64,9 +64,16 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
   // while the rows pile up for the scheduler.
   assertRedisSetting(settings.redisUrl, settings.redisCluster);
   assertDatabaseUrl(settings.databaseUrl);
+  // On stderr: an app's stdout may be its output (a CLI's JSON, a pipe), which a library's
+  // diagnostics must not mix into.
   const logger =
     options.logger ??
-    createLogger({ level: process.env.EFFECTS_LOG_LEVEL || 'warn', pretty: false, secrets: connectionSecrets(settings) });
+    createLogger({
+      level: process.env.EFFECTS_LOG_LEVEL || 'warn',
+      pretty: false,
+      secrets: connectionSecrets(settings),
+      destination: logDestination(2),
+    });
   const runtime = new Runtime(settings, { ...options, logger });
   const log = runtime.logger;
   /** Pushes in flight, and emits still writing their rows: close() waits for both. */

@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import { secretScrubber } from './redact.js';
 
 export type { Logger };
@@ -9,7 +9,7 @@ export interface LoggerSettings {
   /** Human-readable lines instead of JSON. @defaultValue true when stdout is a TTY */
   pretty?: boolean;
   /** Where lines go. @defaultValue stdout */
-  destination?: NodeJS.WritableStream;
+  destination?: NodeJS.WritableStream | DestinationStream;
   /**
    * Connection URLs whose passwords are cut from every line, whatever field they hide in (a driver
    * error that quotes its connection string, say). @defaultValue none
