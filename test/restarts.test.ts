@@ -142,6 +142,30 @@ describe('worker across server restarts', () => {
     await expectRunsMatchLedger();
   });
 
+  it('takes no job after Redis came back empty while it cannot learn which queues are paused', async () => {
+    await pauseQueues(runtime, { queues: ['restartable'], actor: 'alice', reason: 'CRM is down again' });
+    // The paused state cannot be read back (as with the database away), though the ledger can.
+    await services.db.raw('alter table ??.queue_settings rename to queue_settings_away', [services.schema]);
+    try {
+      await redis.kill();
+      await redis.start();
+      await waitFor(async () => (await services.redis.ping()) === 'PONG');
+      const held = ids('held-unknown', 3);
+      await emitAll(held);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(await statusOf(held)).toEqual(['pending', 'pending', 'pending']);
+    } finally {
+      await services.db.raw('alter table ??.queue_settings_away rename to queue_settings', [services.schema]);
+    }
+    const queue = runtime.queues.get('restartable');
+    await waitFor(() => queue.isPaused(), 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await statusOf(ids('held-unknown', 3))).toEqual(['pending', 'pending', 'pending']);
+    await resumeQueues(runtime, { queues: ['restartable'], actor: 'alice' });
+    await waitFor(allDone(ids('held-unknown', 3)), 20_000);
+    await expectRunsMatchLedger();
+  });
+
   it('keeps working across a PostgreSQL restart, with jobs in flight', async () => {
     const list = ids('slow-pg', 20);
     await emitAll(list);
@@ -179,6 +203,27 @@ describe('worker across server restarts', () => {
     await waitFor(allDone(after), 20_000);
     expect(worker.workers.every((w) => w.isRunning())).toBe(true);
     await expectRunsMatchLedger();
+  });
+
+  it('shuts down within its deadline while Redis is away, a look at the queue settings waiting for it', async () => {
+    const second = await startWorker(
+      new Runtime(services.settings({ effects: definitions, worker: { lockDuration: 2000, stalledInterval: 1000 } }), {
+        logger: createLogger({ pretty: false, level: 'silent' }),
+      }),
+    );
+    await redis.kill();
+    try {
+      // As the 5 s look does during an outage: its command waits for Redis, without limit.
+      void second.settingsWatch.check();
+      const closed = await Promise.race([
+        second.close({ timeoutMs: 1000 }),
+        new Promise((resolve) => setTimeout(() => resolve('still closing after 10 s'), 10_000)),
+      ]);
+      // Drained or not (a fetch sent before Redis went away counts as held), it kept its deadline.
+      expect(closed).toEqual({ drained: expect.any(Boolean) });
+    } finally {
+      await redis.start();
+    }
   });
 
   it('shuts down promptly when idle right after a Redis restart', async () => {

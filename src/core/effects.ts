@@ -233,6 +233,8 @@ export function createEffects<E extends string = string>(config: EffectsConfig<E
       closeAbort.abort();
       if (stranded.length > 0) leftToScheduler(stranded);
       await runtime.close();
+      // Our own logger writes behind: its last lines go out now, not only at a clean process exit.
+      if (!options.logger) await new Promise<void>((resolve) => logger.flush(() => resolve()));
     },
   };
 }

@@ -1,17 +1,24 @@
 import type { Runtime } from '../core/runtime.js';
 import { asError } from '../core/errors.js';
 import { errorSummary } from '../core/logger.js';
+import { sleep } from '../core/sleep.js';
 import { queuesWithoutSettings, restoreQueueSettings } from '../ops/restore-queues.js';
+import { isCluster } from '../queue/redis.js';
 
 /** How often a running worker looks for queues whose settings Redis lost. */
 export const SETTINGS_CHECK_INTERVAL_MS = 5000;
+/** How soon a worker held after a connection drop looks again when a look failed. */
+const RETRY_MS = 1000;
+/** How long stopping waits for a look in progress (one can wait for a Redis that is away, for good). */
+const STOP_WAIT_MS = 1000;
 
 export interface SettingsWatch {
   /** Looks now (a test, or a caller that knows Redis is back). */
   check(): Promise<void>;
   /**
    * Resolves at once, unless the Redis connection dropped since the last look: then after a look
-   * begun since (which waits for Redis to be back). A worker awaits it before it takes a job, so a
+   * begun since has got through (it waits for Redis to be back; a failed one is tried again every
+   * second, so a worker takes no job while the database cannot say which queues are paused). A worker awaits it before it takes a job, so a
    * queue an operator paused is paused again before jobs pushed the moment Redis came back can run.
    */
   checked(): Promise<void>;
@@ -37,6 +44,7 @@ export function watchQueueSettings(
   const log = runtime.logger;
   let running: Promise<void> | undefined;
   let stopped = false;
+  const stopping = new AbortController();
   /** Connection drops so far, and how many of them a finished look had seen begin. */
   let drops = 0;
   let lookedAfterDrops = 0;
@@ -46,6 +54,7 @@ export function watchQueueSettings(
   const look = async () => {
     const seen = drops;
     try {
+      if (stopped) return;
       const missing = await queuesWithoutSettings(runtime, queues);
       if (missing.length > 0 && !stopped) {
         const restored = await restoreQueueSettings(runtime, { queues: missing });
@@ -58,16 +67,18 @@ export function watchQueueSettings(
         }
       }
       failing = false;
+      // Only a look that got through counts: after a failed one (Redis or the database away) a held
+      // worker stays held, since a queue that should be paused may not be, and it could do nothing
+      // with a job without the database anyway.
+      lookedAfterDrops = seen;
     } catch (error) {
+      // Stopped: the connections are closing under it (and touching them would open them again).
+      if (stopped) return;
       // Redis down is reported by the workers' own error events; the next look tries again.
       if (!failing && runtime.redis.status === 'ready') {
         log.warn({ err: errorSummary(asError(error)) }, 'could not check or put back the queue settings; trying again');
       }
       failing = true;
-    } finally {
-      // Looked, whatever came of it: a failed look is logged and retried by the interval, and does
-      // not hold the workers, which need the database for every job anyway.
-      lookedAfterDrops = seen;
     }
   };
   const check = () => {
@@ -80,15 +91,22 @@ export function watchQueueSettings(
 
   const checked = async () => {
     // A look that began before the latest drop does not count: wait for it, then look again.
-    while (!stopped && lookedAfterDrops < drops) await check();
+    while (!stopped && lookedAfterDrops < drops) {
+      await check();
+      if (!stopped && lookedAfterDrops < drops) await sleep(RETRY_MS, stopping.signal);
+    }
   };
 
   const onReady = () => void check();
   const onClose = () => {
     drops += 1;
   };
-  runtime.redis.on('ready', onReady);
-  runtime.redis.on('close', onClose);
+  // A cluster client loses and regains a node without a close or ready of its own.
+  const cluster = isCluster(runtime.redis);
+  const [dropEvent, backEvent] = cluster ? ['-node', '+node'] : ['close', 'ready'];
+  runtime.redis.on(backEvent, onReady);
+  runtime.redis.on(dropEvent, onClose);
+  if (cluster) runtime.redis.on('refresh', onReady);
   const timer = setInterval(onReady, intervalMs);
   timer.unref();
   return {
@@ -96,10 +114,13 @@ export function watchQueueSettings(
     checked,
     async stop() {
       stopped = true;
+      stopping.abort();
       clearInterval(timer);
-      runtime.redis.off('ready', onReady);
-      runtime.redis.off('close', onClose);
-      await running;
+      runtime.redis.off(backEvent, onReady);
+      runtime.redis.off(dropEvent, onClose);
+      if (cluster) runtime.redis.off('refresh', onReady);
+      // A look waiting for a Redis that is away ends when the connections close, after this.
+      if (running) await Promise.race([running, sleep(STOP_WAIT_MS)]);
     },
   };
 }
