@@ -104,7 +104,7 @@ describe('createEffects', () => {
     const effects = [{ name: 'send-email', on: 'order_placed', run() {} }];
     const create = (flags: { redis?: string; db?: string }) => () => createEffects({ effects }, { flags });
     // Cloud SQL's socket form (empty host, the socket directory in ?host=) and a libpq-style socket URL.
-    for (const db of ['postgres://app:pw@/orders?host=/cloudsql/proj:region:inst', 'postgresql:///orders?host=/var/run/postgresql', 'postgres://app:p%23w@db:5432/orders']) {
+    for (const db of ['postgres://app:pw@/orders?host=/cloudsql/proj:region:inst', 'postgresql:///orders?host=/var/run/postgresql', 'postgres://app:p%23w@db:5432/orders', 'postgres://app:pw@db/orders?application_name=me@laptop']) {
       expect(create({ db }), db).not.toThrow();
     }
     for (const db of ['postgres://app:12#x@db/orders', 'postgres://app:a/b@db/orders', 'postgres://app:a?b@db/orders']) {

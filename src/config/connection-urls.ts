@@ -48,14 +48,14 @@ function assertConnectionUrl(setting: ConnectionSetting, url: string): void {
 }
 
 /**
- * An `@` after the first `/`, `?` or `#` of the authority: a password with one of those in it, not
+ * An authority without an `@`, and an `@` after it: a password with a `/`, `?` or `#` in it, not
  * percent-encoded, which a URL parser reads as the end of the host (`u:12#x@db` is host u, port 12)
- * rather than as an error.
+ * rather than as an error. An `@` in the query of a URL whose credentials came first is its own.
  */
 function userinfoCutShort(url: string): boolean {
   const rest = url.slice(url.indexOf('//') + 2);
   const end = rest.search(/[/?#]/);
-  return end >= 0 && rest.includes('@', end);
+  return end >= 0 && !rest.slice(0, end).includes('@') && rest.includes('@', end);
 }
 
 function userinfoDecodes(url: string): boolean {

@@ -214,7 +214,6 @@ export class Ledger {
     return new Map(changed.map((r) => [String(r.id), Number(r.replay_count)]));
   }
 
-
   /** One page of pending rows in (pending_since, id) order: a range scan of the partial index. */
   scanPending(scan: WindowScan): Promise<RowPage> {
     return this.scanWindow('pending', scan);
@@ -262,7 +261,6 @@ export class Ledger {
     if (scan.effects?.length) query.whereIn('effect', scan.effects);
     return query;
   }
-
 
   /** Those of `effects` that have pending rows: one index probe per effect, whatever the ledger's size. */
   async effectsWithPending(effects: readonly string[]): Promise<string[]> {
